@@ -1,0 +1,158 @@
+"""Hoviyat: an OpenID Connect provider for national-ID verified accounts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException
+
+from .config import Config, database_url, load_config, with_generated_secrets
+from .extensions import babel, csrf, db, limiter, migrate
+from .keys import KeyManagementError, KeyRing
+from .provider import Provider
+from .store.kv import StoreUnavailable, store_from_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+log = logging.getLogger(__name__)
+
+#: Paths answered in JSON (protocol endpoints), whatever the error.
+JSON_PATH_PREFIXES = ("/token", "/userinfo", "/jwks.json", "/.well-known/")
+
+
+def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
+    """The application factory: defaults, then the TOML file and environment, then ``config``.
+
+    ``config`` is either a finished :class:`Config` or a dict of overrides by section, e.g.
+    ``{"database": {"url": "sqlite://"}}``.
+    """
+    if not isinstance(config, Config):
+        config = load_config(overrides=config)
+    config = with_generated_secrets(config)
+
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    store = store_from_config(config.redis.url, config.redis.key_prefix)
+    app.config.update(
+        SECRET_KEY=config.server.secret_key,
+        SQLALCHEMY_DATABASE_URI=database_url(config),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SESSION_COOKIE_SECURE=config.uses_https,
+        SESSION_COOKIE_NAME=config.session.cookie_name,
+        WTF_CSRF_TIME_LIMIT=config.tokens.login_transaction_ttl,
+        BABEL_DEFAULT_LOCALE=config.ui.default_locale,
+        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
+        RATELIMIT_STORAGE_URI=store.limiter_uri,
+        RATELIMIT_KEY_PREFIX=config.redis.key_prefix + "limits",
+        RATELIMIT_HEADERS_ENABLED=True,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.extensions["idp"] = Provider(
+        config=config, store=store, keys=KeyRing(config.keys.dir, config.keys.reload_interval)
+    )
+
+    db.init_app(app)
+    from .store.schema import render_migration_item
+
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, render_item=render_migration_item)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from . import i18n
+
+    i18n.compile_translations()
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    i18n.install(app)
+
+    from .web import headers
+    from .web.sessions import KeyValueSessionInterface
+
+    app.session_interface = KeyValueSessionInterface(
+        store,
+        cookie_name=config.session.cookie_name,
+        logged_in_ttl=config.session.absolute_timeout,
+        anonymous_ttl=config.tokens.login_transaction_ttl,
+    )
+    headers.install(app, https=config.uses_https)
+
+    from .oidc.server import build_authorization_server
+
+    app.extensions["idp.authorization_server"] = build_authorization_server(app)
+
+    from .account import bp as account_bp
+    from .auth import bp as auth_bp
+    from .oidc import bp as oidc_bp
+
+    app.register_blueprint(oidc_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(account_bp)
+    _install_error_pages(app)
+
+    from .cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    # SQLite ignores ON DELETE CASCADE unless asked; PostgreSQL always honours it.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(JSON_PATH_PREFIXES)
+
+
+def _install_error_pages(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error: CSRFError) -> tuple[str, int]:
+        message = gettext("This form has expired or was sent from another page. Go back, reload and try again.")
+        return render_template("error.html", message=message), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        status = error.code or 500
+        if _wants_json():
+            body = {"error": "temporarily_unavailable" if status == 429 else "invalid_request"}
+            body["error_description"] = (error.description or "")[:200]
+            response = jsonify(body)
+            response.status_code = status
+            return response
+        messages = {
+            404: gettext("This page does not exist."),
+            405: gettext("This address does not accept that kind of request."),
+            413: gettext("The request is too large."),
+            429: gettext("Too many attempts. Wait a minute and try again."),
+            500: gettext("Something went wrong on our side. Please try again."),
+        }
+        message = messages.get(status, gettext("The request could not be understood."))
+        return render_template("error.html", message=message), status
+
+    @app.errorhandler(StoreUnavailable)
+    @app.errorhandler(KeyManagementError)
+    def unavailable(error: Exception) -> Any:
+        log.error("service unavailable: %s", error)
+        db.session.rollback()
+        if _wants_json():
+            response = jsonify(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "The service is unavailable; try again.",
+                }
+            )
+            response.status_code = 503
+            response.headers["Retry-After"] = "30"
+            return response
+        message = gettext("The service is unavailable at the moment. Please try again in a few minutes.")
+        return render_template("error.html", message=message), 503

@@ -1,0 +1,64 @@
+"""The ``idp`` command line, for admins: serve, database, keys, clients, users, audit.
+
+Every command runs inside the app built from the configuration (``IDP_CONFIG``); ``idp db`` is
+Flask-Migrate's. Commands that print data accept ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+from ..config import ConfigError
+
+
+def register_commands(app: Flask) -> None:
+    from .audit import audit
+    from .clients import clients
+    from .keys import keys
+    from .serve import serve
+    from .users import users
+
+    for command in (serve, keys, clients, users, audit):
+        app.cli.add_command(command)
+
+
+def _create_app_for_cli() -> Flask:
+    from .. import create_app
+
+    try:
+        return create_app()
+    except ConfigError as error:
+        click.echo(f"idp: {error}", err=True)
+        sys.exit(2)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print ``data`` as JSON for scripts, or ``text`` for people."""
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+cli = FlaskGroup(
+    name="idp",
+    create_app=_create_app_for_cli,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+    help="Hoviyat identity provider: serve it and administer clients, keys, users and the audit log.",
+)
+
+# The provider builds its own app from the configuration: Flask's --app, --env-file and --debug do not apply.
+cli.params = [param for param in cli.params if param.name not in {"app", "env_file", "debug"}]
+
+
+def main() -> None:
+    cli.main(prog_name="idp")

@@ -1,0 +1,331 @@
+"""The provider's configuration: one typed, frozen object, loaded once and checked at start-up.
+
+Sources, later ones winning: the built-in defaults below, the TOML file named by ``IDP_CONFIG`` (default
+``config.toml`` in the working directory, skipped when absent), environment variables
+``IDP_<SECTION>_<KEY>`` and, for tests, a dict of overrides. Every key is documented in
+``config.example.toml``. A bad value stops the start with a :class:`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import secrets
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "IDP_"
+SUPPORTED_LOCALES = ("fa", "en")
+SIGNING_ALGORITHMS = ("RS256", "ES256")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"configuration key '{key}': {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    issuer: str = "http://127.0.0.1:5000"
+    secret_key: str = ""
+    pairwise_salt: str = ""
+    var_dir: str = "var"
+    host: str = "127.0.0.1"
+    port: int = 5000
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = ""
+    key_prefix: str = "idp:"
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    dir: str = "keys"
+    id_token_alg: str = "RS256"
+    access_token_alg: str = "ES256"
+    reload_interval: int = 30
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    code_ttl: int = 60
+    access_token_ttl: int = 600
+    id_token_ttl: int = 3600
+    refresh_token_idle_ttl: int = 14 * 24 * 3600
+    refresh_token_absolute_ttl: int = 30 * 24 * 3600
+    login_transaction_ttl: int = 1800
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    idle_timeout: int = 2 * 3600
+    absolute_timeout: int = 12 * 3600
+    cookie_name: str = "hoviyat_session"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    trust_framework: str = "ir_sabt_ahval"
+    verifier_name: str = "Hoviyat"
+
+
+@dataclass(frozen=True)
+class UIConfig:
+    default_locale: str = "fa"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    login_per_ip: str = "30 per minute"
+    token_per_ip: str = "600 per minute"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def var_path(self) -> Path:
+        return Path(self.server.var_dir)
+
+    @property
+    def uses_https(self) -> bool:
+        return self.server.issuer.startswith("https://")
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Build the configuration from defaults, the TOML file, the environment and ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+
+    file_path = Path(path if path is not None else environ.get("IDP_CONFIG", "config.toml"))
+    if file_path.exists():
+        try:
+            with file_path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(str(file_path), f"not valid TOML: {error}") from None
+        _merge(values, data, source=str(file_path))
+    elif path is not None or "IDP_CONFIG" in environ:
+        raise ConfigError("IDP_CONFIG", f"file {file_path} does not exist")
+
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "IDP_CONFIG":
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in SECTIONS or not key:
+            continue  # not ours (IDP_ is a short prefix); only typos inside a known section are errors
+        values[section][key] = _from_env(section, key, raw)
+
+    if overrides:
+        _merge(values, overrides, source="overrides")
+
+    sections = {}
+    for name, section_type in SECTIONS.items():
+        sections[name] = _build_section(name, section_type, values[name])
+    config = Config(**sections)
+    validate(config)
+    return config
+
+
+def _merge(values: dict[str, dict[str, Any]], data: Mapping[str, Any], source: str) -> None:
+    for section, entries in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(section, f"unknown section in {source}; known: {', '.join(SECTIONS)}")
+        if not isinstance(entries, Mapping):
+            raise ConfigError(section, f"must be a table of keys in {source}")
+        values[section].update(entries)
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTIONS[section])
+
+
+def _from_env(section: str, key: str, raw: str) -> Any:
+    types_ = _field_types(section)
+    if key not in types_:
+        variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+        raise ConfigError(f"{section}.{key}", f"unknown key (from environment variable {variable})")
+    return raw  # converted with the file's values in _build_section
+
+
+def _build_section(name: str, section_type: type, entries: Mapping[str, Any]) -> Any:
+    types_ = _field_types(name)
+    kwargs = {}
+    for key, value in entries.items():
+        if key not in types_:
+            raise ConfigError(f"{name}.{key}", f"unknown key; known keys of [{name}]: {', '.join(types_)}")
+        kwargs[key] = _coerce(f"{name}.{key}", types_[key], value)
+    return section_type(**kwargs)
+
+
+def _coerce(key: str, expected: Any, value: Any) -> Any:
+    if isinstance(expected, types.UnionType):
+        expected = next(t for t in typing.get_args(expected) if t is not type(None))
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    if expected is int:
+        if isinstance(value, bool):
+            raise ConfigError(key, f"must be a whole number, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(key, f"must be a whole number, got {value!r}")
+    if expected is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    raise ConfigError(key, f"unsupported type {expected!r}")  # pragma: no cover - a programming error
+
+
+def validate(config: Config) -> None:
+    """Reject values the provider cannot run with; each error names its key."""
+    _check_issuer(config.server.issuer)
+    if not 1 <= config.server.port <= 65535:
+        raise ConfigError("server.port", f"must be between 1 and 65535, got {config.server.port}")
+    if config.database.url:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(config.database.url)
+        except ArgumentError:
+            raise ConfigError("database.url", "not a valid SQLAlchemy URL") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ConfigError("database.url", "only sqlite:// and postgresql+psycopg:// are supported")
+    if config.redis.url and urlsplit(config.redis.url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError("redis.url", "must start with redis://, rediss:// or unix:// (or be empty)")
+    for key in ("id_token_alg", "access_token_alg"):
+        alg = getattr(config.keys, key)
+        if alg not in SIGNING_ALGORITHMS:
+            raise ConfigError(f"keys.{key}", f"must be one of {', '.join(SIGNING_ALGORITHMS)}, got {alg!r}")
+    if not config.keys.dir:
+        raise ConfigError("keys.dir", "must name a folder")
+    _positive(config, "keys", "reload_interval")
+    for name in (f.name for f in dataclasses.fields(TokensConfig)):
+        _positive(config, "tokens", name)
+    if config.tokens.code_ttl > 600:
+        raise ConfigError("tokens.code_ttl", "must be at most 600 seconds (RFC 6749 section 4.1.2)")
+    if config.tokens.refresh_token_idle_ttl > config.tokens.refresh_token_absolute_ttl:
+        raise ConfigError("tokens.refresh_token_idle_ttl", "must not exceed tokens.refresh_token_absolute_ttl")
+    _positive(config, "session", "idle_timeout")
+    _positive(config, "session", "absolute_timeout")
+    if not config.session.cookie_name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError("session.cookie_name", "must use only letters, digits, '-' and '_'")
+    if config.ui.default_locale not in SUPPORTED_LOCALES:
+        raise ConfigError("ui.default_locale", f"must be one of {', '.join(SUPPORTED_LOCALES)}")
+    if not config.identity.trust_framework:
+        raise ConfigError("identity.trust_framework", "must not be empty")
+    from limits import parse_many
+
+    for key in ("login_per_ip", "token_per_ip"):
+        try:
+            parse_many(getattr(config.limits, key))
+        except ValueError:
+            raise ConfigError(f"limits.{key}", "must be a rate such as '30 per minute'") from None
+
+
+def _positive(config: Config, section: str, key: str) -> None:
+    value = getattr(getattr(config, section), key)
+    if value <= 0:
+        raise ConfigError(f"{section}.{key}", f"must be a positive number of seconds, got {value}")
+
+
+def _check_issuer(issuer: str) -> None:
+    # OpenID Connect Discovery section 3: https, no query or fragment; http only for a loopback host.
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError("server.issuer", f"must be an absolute https URL, got {issuer!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("server.issuer", "must not have a query or fragment")
+    if issuer.endswith("/"):
+        raise ConfigError("server.issuer", "must not end with '/' (it is compared byte for byte)")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError("server.issuer", "must use https unless the host is localhost or a loopback address")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def with_generated_secrets(config: Config) -> Config:
+    """Fill ``server.secret_key`` and ``server.pairwise_salt`` from ``var/`` when not configured.
+
+    Each is generated once and kept in a 0600 file, so restarts keep sessions and subject identifiers.
+    Several instances must share them: set both explicitly in production.
+    """
+    server = config.server
+    changes = {}
+    for key in ("secret_key", "pairwise_salt"):
+        if not getattr(server, key):
+            changes[key] = _read_or_create_secret(config.var_path / key)
+    if not changes:
+        return config
+    return dataclasses.replace(config, server=dataclasses.replace(server, **changes))
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race; use its value
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def database_url(config: Config) -> str:
+    """The configured database URL, or the embedded default: a SQLite file under ``var/``."""
+    if config.database.url:
+        return config.database.url
+    config.var_path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(config.var_path / 'hoviyat.sqlite3').resolve()}"

@@ -1,0 +1,92 @@
+"""Languages: Persian first (right to left, Persian digits, Jalali dates), English second."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import jdatetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from flask import Flask, current_app, request, session
+from flask_babel import get_locale
+
+from .config import SUPPORTED_LOCALES
+from .rules.digits import to_persian_digits
+
+log = logging.getLogger(__name__)
+TRANSLATIONS_DIR = Path(__file__).parent / "translations"
+
+_JALALI_MONTHS_FA = (
+    "فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
+    "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند",
+)  # fmt: skip
+
+
+def select_locale() -> str:
+    """The user's choice (switcher or ``ui_locales``), else the browser's, else the configured default."""
+    chosen = session.get("locale")
+    if chosen in SUPPORTED_LOCALES:
+        return chosen
+    best = request.accept_languages.best_match(SUPPORTED_LOCALES) if request else None
+    return best or current_app.extensions["idp"].config.ui.default_locale
+
+
+def first_supported(ui_locales: str | None) -> str | None:
+    """The first of a space-separated list of BCP 47 tags that we speak (``fa-IR`` counts as ``fa``)."""
+    for tag in (ui_locales or "").split():
+        language = tag.split("-")[0].lower()
+        if language in SUPPORTED_LOCALES:
+            return language
+    return None
+
+
+def is_rtl() -> bool:
+    return str(get_locale()) == "fa"
+
+
+def localize_digits(value: object) -> str:
+    """Numbers in running text use the reader's digits."""
+    text = str(value)
+    return to_persian_digits(text) if is_rtl() else text
+
+
+def format_date(value: dt.date | dt.datetime | None) -> str:
+    """A date as the reader reads it: Jalali with Persian digits in Persian, ISO Gregorian in English."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if not is_rtl():
+        return value.isoformat()
+    jalali = jdatetime.date.fromgregorian(date=value)
+    return to_persian_digits(f"{jalali.day} {_JALALI_MONTHS_FA[jalali.month - 1]} {jalali.year}")
+
+
+def compile_translations(directory: Path = TRANSLATIONS_DIR) -> None:
+    """Compile each ``messages.po`` whose ``.mo`` is missing or older, so a fresh clone needs no extra step."""
+    for po_path in directory.glob("*/LC_MESSAGES/messages.po"):
+        mo_path = po_path.with_suffix(".mo")
+        if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
+            continue
+        try:
+            with po_path.open("rb") as po_file:
+                catalog = read_po(po_file)
+            with mo_path.open("wb") as mo_file:
+                write_mo(mo_file, catalog)
+        except OSError as error:  # a read-only install: serve the untranslated text rather than fail
+            log.warning("could not compile %s: %s", po_path, error)
+
+
+def install(app: Flask) -> None:
+    from .oidc.claim_labels import claim_label
+
+    app.jinja_env.filters["digits"] = localize_digits
+    app.jinja_env.filters["date"] = format_date
+    app.jinja_env.filters["claim_label"] = claim_label
+
+    @app.context_processor
+    def locale_context() -> dict[str, object]:
+        locale = str(get_locale())
+        return {"locale": locale, "rtl": locale == "fa", "text_direction": "rtl" if locale == "fa" else "ltr"}

@@ -1,0 +1,332 @@
+"""The authorization endpoint (RFC 6749 section 4.1.1, OpenID Connect Core section 3.1.2).
+
+A request goes through named checks in order:
+
+1. :func:`check_client_and_redirect_uri`: an unknown client or a missing, repeated or unregistered
+   ``redirect_uri`` gets an error page, never a redirect (RFC 6749 section 4.1.2.1);
+2. :func:`check_request_parameters`: what we do not support, and values of the wrong shape;
+3. Authlib's validation: ``response_type``, scopes, PKCE (``S256`` required), ``nonce``;
+4. :func:`check_acr`: an essential ``acr`` we cannot meet;
+5. :func:`needs_login`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``;
+6. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
+7. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
+
+When the user has to log in or consent, the request is kept in the key-value store as a pending
+authorization, bound to this browser, and resumed afterwards from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Payload, OAuth2Request
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import Response, redirect, render_template, session, url_for
+from flask_babel import lazy_gettext as _l
+from werkzeug.datastructures import MultiDict
+
+from ... import clock
+from ...i18n import first_supported
+from ...provider import current_provider
+from ...scopes import ACR_ONE_FACTOR
+from ...security import new_token
+from ...store.clients import get_client
+from ...store.consents import consent_covers, find_consent
+from ...store.models import Client, UserSession
+from ...web.login_state import browser_binding, current_session
+from .. import paths
+from ..authorization import EndUserAuthorization
+from ..claims import extra_claims_allowed, parse_claims_request, subject_for
+from ..errors import (
+    RegistrationNotSupportedError,
+    RequestNotSupportedError,
+    RequestUriNotSupportedError,
+    UnmetAuthenticationRequirementsError,
+    UnsupportedResponseTypeError,
+)
+from ..tokens import read_id_token_hint
+
+PENDING_KEY = "pending-authorization:"
+SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "prompt", "max_age")
+
+
+class AuthorizationPageError(Exception):
+    """A request we cannot answer by redirecting to the client: shown to the user as a page."""
+
+    def __init__(self, message: Any, status: int = 400) -> None:
+        super().__init__(str(message))
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class PendingAuthorization:
+    """An authorization request waiting for the user to log in or consent."""
+
+    id: str
+    params: list[tuple[str, str]]
+    started_at: int
+    binding: str
+    consented: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def multidict(self) -> MultiDict[str, str]:
+        return MultiDict(self.params)
+
+    def save(self) -> None:
+        record = {
+            "params": self.params,
+            "started_at": self.started_at,
+            "binding": self.binding,
+            "consented": self.consented,
+            "extra": self.extra,
+        }
+        ttl = current_provider().config.tokens.login_transaction_ttl
+        current_provider().store.put(PENDING_KEY + self.id, record, ttl)
+
+    def discard(self) -> None:
+        current_provider().store.delete(PENDING_KEY + self.id)
+
+
+def load_pending(pending_id: str | None) -> PendingAuthorization:
+    """The pending authorization of this browser, or an error page (expired, unknown, other browser)."""
+    record = None
+    if pending_id and len(pending_id) <= 64:
+        record = current_provider().store.get(PENDING_KEY + pending_id)
+    if record is None:
+        raise AuthorizationPageError(
+            _l("This sign-in request has expired. Go back to the website you came from and try again.")
+        )
+    pending = PendingAuthorization(
+        id=pending_id or "",
+        params=[tuple(pair) for pair in record["params"]],  # type: ignore[misc]
+        started_at=record["started_at"],
+        binding=record["binding"],
+        consented=record.get("consented", False),
+        extra=record.get("extra", {}),
+    )
+    if pending.binding != session.get("binding"):
+        raise AuthorizationPageError(
+            _l("This sign-in request was started in another browser. Start again from the website.")
+        )
+    return pending
+
+
+class ParamsPayload(OAuth2Payload):
+    def __init__(self, params: MultiDict[str, str]) -> None:
+        self._params = params
+
+    @property
+    def data(self) -> MultiDict[str, str]:
+        return self._params
+
+    @property
+    def datalist(self) -> dict[str, list[str]]:
+        return {key: self._params.getlist(key) for key in self._params}
+
+
+class ParamsRequest(OAuth2Request):
+    """An authorization request rebuilt from its parameters, so it can be resumed after a login."""
+
+    def __init__(self, params: MultiDict[str, str]) -> None:
+        super().__init__("GET", current_provider().url(paths.AUTHORIZE))
+        self.payload = ParamsPayload(params)
+        self._params = params
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return self._params
+
+    @property
+    def form(self) -> MultiDict[str, str]:
+        return MultiDict()
+
+
+# -- the checks, in order -------------------------------------------------------------------------
+
+
+def check_client_and_redirect_uri(params: MultiDict[str, str]) -> tuple[Client, str]:
+    for name in ("client_id", "redirect_uri"):
+        if len(params.getlist(name)) > 1:
+            raise AuthorizationPageError(_l("The request is malformed: '%(name)s' appears twice.", name=name))
+    client_id = params.get("client_id")
+    if not client_id:
+        raise AuthorizationPageError(_l("The request does not say which website is asking (no client_id)."))
+    client = get_client(client_id)
+    if client is None or not client.check_grant_type("authorization_code"):
+        raise AuthorizationPageError(_l("The website that sent you here is not registered with Hoviyat."))
+    redirect_uri = params.get("redirect_uri")
+    if not redirect_uri:
+        raise AuthorizationPageError(_l("The request does not say where to return (no redirect_uri)."))
+    if not client.check_redirect_uri(redirect_uri):
+        raise AuthorizationPageError(
+            _l("The return address in the request is not registered for this website, so we will not send you there.")
+        )
+    return client, redirect_uri
+
+
+def check_request_parameters(params: MultiDict[str, str]) -> None:
+    for name in SINGLE_VALUED:
+        if len(params.getlist(name)) > 1:
+            raise InvalidRequestError(f"The '{name}' parameter appears more than once.")
+    if params.get("response_type") != "code":
+        # Checked before Authlib, whose message would echo the raw (possibly non-ASCII) value.
+        raise UnsupportedResponseTypeError("Only response_type=code is supported.")
+    if "request" in params:
+        raise RequestNotSupportedError("Request objects are not supported; send the parameters directly.")
+    if "request_uri" in params:
+        raise RequestUriNotSupportedError("The 'request_uri' parameter is not supported.")
+    if "registration" in params:
+        raise RegistrationNotSupportedError("The 'registration' parameter is not supported.")
+    if params.get("response_mode", "query") != "query":
+        raise InvalidRequestError("Only response_mode=query is supported.")
+    prompts = params.get("prompt", "").split()
+    if "none" in prompts and len(prompts) > 1:
+        raise InvalidRequestError("The prompt value 'none' cannot be combined with another value.")
+    max_age = params.get("max_age")
+    if max_age is not None and (not max_age.isascii() or not max_age.isdigit() or len(max_age) > 10):
+        raise InvalidRequestError("The 'max_age' parameter must be a whole number of seconds.")
+    hint = params.get("id_token_hint")
+    if hint and read_id_token_hint(hint) is None:
+        raise InvalidRequestError("The 'id_token_hint' is not an ID token issued by this provider.")
+
+
+def check_acr(claims_request: dict[str, Any] | None) -> None:
+    """An essential ``acr`` (Core section 5.5.1.1) that a password login cannot meet is an error."""
+    requested = ((claims_request or {}).get("id_token") or {}).get("acr")
+    if not isinstance(requested, dict) or not requested.get("essential"):
+        return
+    values = requested.get("values") or ([requested["value"]] if "value" in requested else [])
+    if values and ACR_ONE_FACTOR not in values:
+        raise UnmetAuthenticationRequirementsError("The essential acr value requested cannot be met.")
+
+
+def needs_login(
+    params: MultiDict[str, str],
+    client: Client,
+    login: UserSession | None,
+    pending: PendingAuthorization | None,
+) -> bool:
+    if login is None:
+        return True
+    # A login finished during this very request satisfies prompt=login, max_age and a changed account.
+    if pending is not None and login.auth_time.timestamp() >= pending.started_at:
+        return False
+    if "login" in params.get("prompt", "").split():
+        return True
+    max_age = params.get("max_age")
+    if max_age is not None and clock.timestamp() - login.auth_time.timestamp() > int(max_age):
+        return True
+    hint = params.get("id_token_hint")
+    if hint:
+        claims = read_id_token_hint(hint) or {}
+        if claims.get("sub") != subject_for(login.user, client):
+            return True
+    return False
+
+
+def needs_consent(
+    params: MultiDict[str, str],
+    client: Client,
+    login: UserSession,
+    scopes: list[str],
+    extra_claims: list[str],
+    pending: PendingAuthorization | None,
+) -> bool:
+    if pending is not None and pending.consented:
+        return False
+    if "consent" in params.get("prompt", "").split():
+        return True
+    if client.trusted:
+        return False
+    return not consent_covers(find_consent(login.user_id, client.client_id), scopes, extra_claims)
+
+
+# -- running the checks -----------------------------------------------------------------------------
+
+
+def start(params: MultiDict[str, str]) -> Response:
+    """A new authorization request from a relying party."""
+    client, redirect_uri = check_client_and_redirect_uri(params)
+    locale = first_supported(params.get("ui_locales"))
+    if locale:
+        session["locale"] = locale
+    return proceed(params, client, redirect_uri, pending=None)
+
+
+def resume(pending: PendingAuthorization) -> Response:
+    """Continue a request after the user logged in or consented."""
+    params = pending.multidict
+    # The registration may have changed while the user was typing; check it again.
+    client, redirect_uri = check_client_and_redirect_uri(params)
+    return proceed(params, client, redirect_uri, pending=pending)
+
+
+def proceed(
+    params: MultiDict[str, str], client: Client, redirect_uri: str, pending: PendingAuthorization | None
+) -> Response:
+    from ..server import authorization_server, redirect_with_error
+
+    server = authorization_server()
+    request = ParamsRequest(params)
+    login = current_session()
+    try:
+        check_request_parameters(params)
+        grant = server.get_consent_grant(request=request, end_user=login.user if login else None)
+        claims_request = parse_claims_request(params.get("claims"))
+        check_acr(claims_request)
+        prompts = params.get("prompt", "").split()
+        if needs_login(params, client, login, pending):
+            if "none" in prompts:
+                raise LoginRequiredError()
+            return _interact("auth.login", params, pending)
+        assert login is not None
+        scopes = request.scope.split()
+        extra_claims = extra_claims_allowed(claims_request, client, scopes)
+        if needs_consent(params, client, login, scopes, extra_claims, pending):
+            if "none" in prompts:
+                raise ConsentRequiredError()
+            return _interact("oidc.consent", params, pending)
+    except OAuth2Error as error:
+        if pending is not None:
+            pending.discard()
+        return redirect_with_error(error, redirect_uri, params.get("state"))
+    if pending is not None:
+        pending.discard()
+    authorization = EndUserAuthorization(user=login.user, session=login, claims_request=claims_request)
+    return server.create_authorization_response(request=request, grant_user=authorization, grant=grant)
+
+
+def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None) -> Response:
+    if pending is None:
+        pending = PendingAuthorization(
+            id=new_token(24),
+            params=list(params.items(multi=True)),
+            started_at=clock.timestamp(),
+            binding=browser_binding(),
+        )
+        pending.save()
+    return redirect(url_for(endpoint, tx=pending.id))
+
+
+def deny(pending: PendingAuthorization) -> Response:
+    """The user refused: ``access_denied`` to the client (RFC 6749 section 4.1.2.1)."""
+    from ..server import authorization_server, redirect_with_error
+
+    params = pending.multidict
+    _client, redirect_uri = check_client_and_redirect_uri(params)
+    pending.discard()
+    server = authorization_server()
+    request = ParamsRequest(params)
+    try:
+        login = current_session()
+        grant = server.get_consent_grant(request=request, end_user=login.user if login else None)
+    except OAuth2Error as error:
+        return redirect_with_error(error, redirect_uri, params.get("state"))
+    return server.create_authorization_response(request=request, grant_user=None, grant=grant)
+
+
+def render_page_error(error: AuthorizationPageError) -> tuple[str, int]:
+    return render_template("error.html", message=error.message), error.status

@@ -1,0 +1,81 @@
+"""The refresh token grant (RFC 6749 section 6), with rotation on every use (RFC 9700 section 4.14.2).
+
+Each use marks the presented token rotated and returns a new one in the same family (the grant). A rotated
+token presented again is a replay: the whole family is revoked, so neither the attacker nor the client keeps
+a working token, and the user must log in again. No refresh token outlives its family's absolute lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, grants
+
+from ... import clock
+from ...store import audit
+from ...store import commit as commit_store
+from ...store import grants as grant_store
+from ...store import users as user_store
+from ...store.models import RefreshToken, User
+from ..tokens import token_response
+from .client_methods import ALL_METHODS
+
+log = logging.getLogger(__name__)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        row = grant_store.find_refresh_token(refresh_token)
+        if row is None:
+            return None
+        if row.rotated_at is not None:
+            self._revoke_family(row, "refresh_token_replayed")
+            return None
+        if not grant_store.is_grant_active(row.grant) or row.expires_at <= clock.now():
+            return None
+        return row
+
+    def _revoke_family(self, row: RefreshToken, reason: str) -> None:
+        if grant_store.revoke_grant(row.grant, reason):
+            audit.record(
+                "refresh_token.replayed",
+                user_id=row.grant.user_id,
+                client_id=row.grant.client_id,
+                grant_id=row.grant_id,
+            )
+            log.warning("refresh token replayed; family %s of client %s revoked", row.grant_id, row.grant.client_id)
+        commit_store()
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
+        user_id = refresh_token.grant.user_id
+        return user_store.get_user(user_id) if user_id else None
+
+    def generate_token(
+        self,
+        user: User | None = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        row: RefreshToken = self.request.refresh_token
+        # The atomic check-and-mark: of two concurrent uses of one token, the loser is treated as a replay.
+        if not grant_store.mark_rotated(row):
+            self._revoke_family(row, "refresh_token_replayed")
+            raise InvalidGrantError("The refresh token was already used.")
+        self.request.idp_grant = row.grant
+        return token_response(
+            client=self.client,
+            user=user,
+            scope=scope or "",
+            grant=row.grant,
+            include_refresh_token=include_refresh_token,
+        )
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        # Already done: generate_token marked it rotated before the new tokens were made.
+        return None

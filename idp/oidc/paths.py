@@ -1,0 +1,11 @@
+"""Where each protocol endpoint lives, below the issuer URL; discovery advertises them from here."""
+
+DISCOVERY = "/.well-known/openid-configuration"
+OAUTH_METADATA = "/.well-known/oauth-authorization-server"
+JWKS = "/jwks.json"
+AUTHORIZE = "/authorize"
+TOKEN = "/token"
+REVOCATION = "/token/revoke"
+INTROSPECTION = "/token/introspect"
+USERINFO = "/userinfo"
+END_SESSION = "/logout"

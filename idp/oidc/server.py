@@ -1,0 +1,92 @@
+"""The authorization server: Authlib's Flask server with our grants, client authentication and endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.common.urls import add_params_to_uri, url_decode, urlparse
+from authlib.integrations.flask_oauth2 import AuthorizationServer as _AuthorizationServer
+from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
+from authlib.oauth2.rfc9207 import IssuerParameter as _IssuerParameter
+from flask import Flask, Response, current_app
+
+from ..provider import current_provider
+from ..store import audit
+from ..store import commit as commit_store
+from ..store.clients import get_client
+from .client_auth import PrivateKeyJWT
+from .endpoints.end_session import EndSessionEndpoint
+from .endpoints.introspection import IntrospectionEndpoint
+from .endpoints.revocation import RevocationEndpoint
+from .endpoints.userinfo import UserInfoEndpoint, build_resource_protector
+from .grants.authorization_code import AuthorizationCodeGrant
+from .grants.client_credentials import ClientCredentialsGrant
+from .grants.refresh_token import RefreshTokenGrant
+from .id_token import OpenIDCode, OpenIDRefresh
+from .pkce import RequiredS256CodeChallenge
+
+
+def add_issuer(response: Response) -> Response:
+    """Add ``iss`` (RFC 9207) to an authorization response's redirect, once."""
+    location = response.location
+    if location:
+        query = dict(url_decode(urlparse.urlparse(location).query))
+        if "iss" not in query:
+            response.location = add_params_to_uri(location, {"iss": current_provider().issuer})
+    return response
+
+
+class IssuerParameter(_IssuerParameter):
+    def add_issuer_parameter(self, authorization_server: Any, response: Response) -> None:
+        add_issuer(response)
+
+    def get_issuer(self) -> str:
+        return current_provider().issuer
+
+
+class AuthorizationServer(_AuthorizationServer):
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        # The authorization endpoint passes a request rebuilt from stored parameters when it resumes.
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        # The grant and refresh token were added to the transaction when the token was generated.
+        grant = getattr(request, "idp_grant", None)
+        audit.record(
+            "token.issued",
+            user_id=request.user.id if getattr(request, "user", None) is not None else None,
+            client_id=request.client.client_id,
+            grant_type=request.payload.grant_type,
+            grant_id=grant.id if grant is not None else None,
+            scope=token.get("scope", ""),
+        )
+        commit_store()
+
+
+def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None) -> Response:
+    """An authorization error, sent back to the client's verified redirect URI with ``state`` and ``iss``."""
+    error.redirect_uri = redirect_uri
+    error.redirect_fragment = False
+    error.state = state
+    return add_issuer(authorization_server().handle_error_response(None, error))
+
+
+def build_authorization_server(app: Flask) -> AuthorizationServer:
+    server = AuthorizationServer()
+    server.init_app(app, query_client=get_client, save_token=None)
+    server.register_grant(AuthorizationCodeGrant, [RequiredS256CodeChallenge(), OpenIDCode(require_nonce=False)])
+    server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
+    server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
+    server.register_extension(IssuerParameter())
+    server.register_endpoint(RevocationEndpoint)
+    server.register_endpoint(IntrospectionEndpoint)
+    server.register_endpoint(UserInfoEndpoint(resource_protector=build_resource_protector()))
+    server.register_endpoint(EndSessionEndpoint)
+    return server
+
+
+def authorization_server() -> AuthorizationServer:
+    return current_app.extensions["idp.authorization_server"]

@@ -1,0 +1,213 @@
+"""Issuing and reading tokens.
+
+Access tokens are JWTs in the RFC 9068 profile (``typ: at+jwt``), signed with ``keys.access_token_alg``, so a
+resource server may verify them offline; the provider itself also checks, at userinfo and introspection,
+that the token's grant is still active and the token was not revoked. Refresh tokens are opaque and
+stored only as hashes. ID tokens follow OpenID Connect Core section 2.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oidc.core.util import create_half_hash
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from .. import clock
+from ..provider import current_provider
+from ..security import new_token, sha256_hex
+from ..store import grants as grant_store
+from ..store import users as user_store
+from ..store.clients import get_client
+from ..store.models import Client, Grant, User
+from .claims import released_claim_names, subject_for, user_claims
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+
+def _sign(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> str:
+    key = current_provider().keys.signing_key(alg)
+    header = {"alg": alg, "kid": key.kid, **header_extra}
+    return jwt.encode(header, claims, key.key, algorithms=[alg])
+
+
+def token_response(
+    *, client: Client, user: User | None, scope: str, grant: Grant | None, include_refresh_token: bool
+) -> dict[str, Any]:
+    """The token endpoint's answer (RFC 6749 section 5.1): a new access token and, when asked, a new
+    refresh token in ``grant``'s family."""
+    config = current_provider().config
+    ttl = config.tokens.access_token_ttl
+    subject = subject_for(user, client) if user is not None else client.client_id
+    access_token = issue_access_token(client=client, subject=subject, scope=scope, grant=grant, ttl=ttl)
+    token: dict[str, Any] = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
+    if scope:
+        token["scope"] = scope
+    if include_refresh_token and grant is not None:
+        token["refresh_token"] = grant_store.issue_refresh_token(grant, config.tokens.refresh_token_idle_ttl)
+    return token
+
+
+def issue_access_token(*, client: Client, subject: str, scope: str, grant: Grant | None, ttl: int) -> str:
+    provider = current_provider()
+    now = clock.timestamp()
+    claims: dict[str, Any] = {
+        "iss": provider.issuer,
+        "sub": subject,
+        "aud": client.client_id,
+        "client_id": client.client_id,
+        "iat": now,
+        "exp": now + ttl,
+        "jti": new_token(16),
+        "scope": scope,
+    }
+    if grant is not None:
+        claims["gid"] = grant.id
+    return _sign({"typ": ACCESS_TOKEN_TYPE}, claims, provider.config.keys.access_token_alg)
+
+
+@dataclass
+class AccessToken:
+    """A verified access token. Implements what Authlib's resource protector and endpoints ask of a token."""
+
+    claims: dict[str, Any]
+    client: Client
+    grant: Grant | None
+
+    @property
+    def scope(self) -> str:
+        return self.claims.get("scope", "")
+
+    @property
+    def jti(self) -> str:
+        return self.claims["jti"]
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.claims["exp"])
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_client(self) -> Client:
+        return self.client
+
+    def check_client(self, client: Client) -> bool:
+        return client.client_id == self.client.client_id
+
+    def get_user(self) -> User | None:
+        if self.grant is None or self.grant.user_id is None:
+            return None
+        return user_store.get_user(self.grant.user_id)
+
+    def get_expires_in(self) -> int:
+        return max(self.expires_at - clock.timestamp(), 0)
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= clock.timestamp()
+
+    def is_revoked(self) -> bool:
+        if self.grant is not None and not grant_store.is_grant_active(self.grant):
+            return True
+        return current_provider().store.get(_revoked_key(self.jti)) is not None
+
+    def revoke(self) -> None:
+        ttl = max(self.expires_at - clock.timestamp(), 0) + 1
+        current_provider().store.put(_revoked_key(self.jti), {}, ttl)
+
+
+def _revoked_key(jti: str) -> str:
+    return "revoked-access-token:" + sha256_hex(jti)
+
+
+def read_access_token(token: str) -> AccessToken | None:
+    """The access token if it is one of ours, correctly signed, of the access-token type and not expired.
+
+    Revocation is not checked here: callers ask :meth:`AccessToken.is_revoked`.
+    """
+    provider = current_provider()
+    if not token or len(token) > 4096 or token.count(".") != 2:
+        return None
+    try:
+        decoded = jwt.decode(token, provider.keys.verification_keys(), algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError, TypeError):
+        return None
+    if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
+        return None  # an ID token is not an access token
+    claims = decoded.claims
+    if claims.get("iss") != provider.issuer or not isinstance(claims.get("exp"), int):
+        return None
+    if not isinstance(claims.get("jti"), str) or claims["exp"] <= clock.timestamp():
+        return None
+    client = get_client(str(claims.get("client_id", "")))
+    if client is None:
+        return None
+    grant = None
+    if "gid" in claims:
+        grant = grant_store.get_grant(str(claims["gid"]))
+        if grant is None:
+            return None
+    return AccessToken(claims=claims, client=client, grant=grant)
+
+
+def issue_id_token(
+    *,
+    client: Client,
+    user: User,
+    grant: Grant,
+    scope: str,
+    nonce: str | None,
+    access_token: str | None,
+) -> str:
+    """An ID token (OpenID Connect Core section 2) for ``user`` at ``client``, about the login of ``grant``."""
+    provider = current_provider()
+    alg = client.id_token_signed_response_alg
+    now = clock.timestamp()
+    scopes = scope.split()
+    names = released_claim_names(scopes, grant.claims_request, "id_token", client)
+    claims: dict[str, Any] = user_claims(user, client, names, grant.claims_request, "id_token")
+    claims.update(
+        {
+            "iss": provider.issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + provider.config.tokens.id_token_ttl,
+        }
+    )
+    if grant.auth_time is not None:
+        claims["auth_time"] = _epoch(grant.auth_time)
+    if grant.acr:
+        claims["acr"] = grant.acr
+    if grant.amr:
+        claims["amr"] = list(grant.amr)
+    if grant.session_id:
+        claims["sid"] = grant.session_id
+    if nonce:
+        claims["nonce"] = nonce
+    if access_token:
+        claims["at_hash"] = create_half_hash(access_token, alg).decode("ascii")
+    return _sign({"typ": "JWT"}, claims, alg)
+
+
+def _epoch(moment: dt.datetime) -> int:
+    return int(moment.timestamp())
+
+
+def read_id_token_hint(token: str) -> dict[str, Any] | None:
+    """Claims of an ID token this provider issued, expired or not (for ``id_token_hint``)."""
+    provider = current_provider()
+    if not token or len(token) > 8192 or token.count(".") != 2:
+        return None
+    try:
+        decoded = jwt.decode(token, provider.keys.verification_keys(), algorithms=["RS256", "ES256"])
+    except (JoseError, ValueError, TypeError):
+        return None
+    if decoded.header.get("typ") == ACCESS_TOKEN_TYPE:
+        return None
+    claims = decoded.claims
+    if claims.get("iss") != provider.issuer or not isinstance(claims.get("sub"), str):
+        return None
+    return dict(claims)

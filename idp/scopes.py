@@ -1,0 +1,38 @@
+"""Scopes and the claims each releases (CONTRACTS.md, "Tokens and claims")."""
+
+from __future__ import annotations
+
+#: OpenID Connect Core section 5.4, plus ``national_id`` (OpenID Connect for Identity Assurance 1.0).
+SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
+    "openid": ("sub",),
+    "profile": ("name", "given_name", "family_name", "birthdate", "locale"),
+    "phone": ("phone_number", "phone_number_verified"),
+    "email": ("email", "email_verified"),
+    "national_id": ("national_id", "verified_claims"),
+}
+
+#: Scopes about a person; a client-credentials token, which has no person, can never carry them.
+USER_SCOPES = frozenset(SCOPE_CLAIMS)
+
+#: For each claim, the scope a client must be registered for to receive it (also through ``claims``).
+CLAIM_SCOPE: dict[str, str] = {claim: scope for scope, claims in SCOPE_CLAIMS.items() for claim in claims}
+
+#: Claims about the authentication itself, which any client may ask for in the ``claims`` parameter.
+AUTHENTICATION_CLAIMS = frozenset({"auth_time", "acr", "amr"})
+
+ACR_ONE_FACTOR = "urn:hoviyat:loa:1"
+ACR_TWO_FACTORS = "urn:hoviyat:loa:2"
+ACR_VALUES = (ACR_ONE_FACTOR, ACR_TWO_FACTORS)
+
+
+def claims_for_scopes(scopes: list[str] | set[str]) -> list[str]:
+    names: list[str] = []
+    for scope in scopes:
+        for claim in SCOPE_CLAIMS.get(scope, ()):
+            if claim not in names:
+                names.append(claim)
+    return names
+
+
+def all_claims() -> list[str]:
+    return claims_for_scopes(list(SCOPE_CLAIMS)) + sorted(AUTHENTICATION_CLAIMS)

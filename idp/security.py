@@ -1,0 +1,32 @@
+"""Random values and hashes for secrets that must never be stored in clear."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+
+def new_token(nbytes: int = 32) -> str:
+    """A URL-safe random string with ``nbytes`` bytes of entropy (codes, refresh tokens, client secrets)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def sha256_hex(value: str) -> str:
+    """Hash of a high-entropy secret for storage and lookup.
+
+    A fast hash is right here: the input is 256 random bits, so there is nothing to brute-force, and a slow
+    password hash on the token path would only cost every request.
+    """
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def matches_hash(value: str, expected_hex: str | None) -> bool:
+    if not expected_hex:
+        return False
+    return hmac.compare_digest(sha256_hex(value), expected_hex)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -1,0 +1,40 @@
+"""The audit log: security-relevant events, for admins (``idp audit list``) and later for the user."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import has_request_context, request
+from sqlalchemy import select
+
+from .. import clock
+from ..extensions import db
+from .models import AuditEvent
+
+log = logging.getLogger("idp.audit")
+
+
+def record(event: str, *, user_id: str | None = None, client_id: str | None = None, **detail: Any) -> None:
+    """Add an event to the current transaction; it is written with the caller's commit.
+
+    ``detail`` must never carry a password, code, secret or token: callers pass ids and outcomes only.
+    """
+    ip = request.remote_addr if has_request_context() else None
+    db.session.add(
+        AuditEvent(at=clock.now(), event=event, user_id=user_id, client_id=client_id, ip_address=ip, detail=detail)
+    )
+    log.info("%s user=%s client=%s %s", event, user_id, client_id, detail)
+
+
+def recent_events(
+    limit: int = 50, event: str | None = None, user_id: str | None = None, client_id: str | None = None
+) -> list[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if event:
+        query = query.where(AuditEvent.event == event)
+    if user_id:
+        query = query.where(AuditEvent.user_id == user_id)
+    if client_id:
+        query = query.where(AuditEvent.client_id == client_id)
+    return list(db.session.scalars(query))

@@ -1,0 +1,245 @@
+"""Client registrations: what each relying party may ask for, and how it authenticates."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+
+from .. import clock
+from ..extensions import db
+from ..scopes import USER_SCOPES
+from ..security import new_token, sha256_hex
+from .models import Client
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SUBJECT_TYPES = ("pairwise", "public")
+ID_TOKEN_ALGS = ("RS256", "ES256")
+_SCOPE_TOKEN = re.compile(r"^[a-z][a-z0-9_.:\-]{0,63}$")
+
+
+class InvalidRegistration(ValueError):
+    """A registration field is wrong; ``field`` names it as the CLI option does."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Everything a client is registered with, checked by :func:`validate_registration`."""
+
+    name: str
+    redirect_uris: list[str] = field(default_factory=list)
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    scope: str = "openid"
+    token_endpoint_auth_method: str = "client_secret_basic"
+    grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    jwks_uri: str | None = None
+    jwks: dict[str, Any] | None = None
+    subject_type: str = "pairwise"
+    sector_identifier: str | None = None
+    id_token_signed_response_alg: str = "RS256"
+    trusted: bool = False
+
+
+def validate_registration(reg: Registration) -> Registration:
+    """Return the registration with normalised values, or raise :class:`InvalidRegistration`."""
+    name = reg.name.strip()
+    if not name or len(name) > 200:
+        raise InvalidRegistration("name", "must be 1 to 200 characters")
+    if reg.token_endpoint_auth_method not in AUTH_METHODS:
+        raise InvalidRegistration("auth-method", f"must be one of {', '.join(AUTH_METHODS)}")
+    grant_types = list(dict.fromkeys(reg.grant_types))
+    if not grant_types:
+        raise InvalidRegistration("grant-type", "at least one grant type is needed")
+    for grant_type in grant_types:
+        if grant_type not in GRANT_TYPES:
+            raise InvalidRegistration("grant-type", f"{grant_type!r} is not one of {', '.join(GRANT_TYPES)}")
+    if "refresh_token" in grant_types and "authorization_code" not in grant_types:
+        raise InvalidRegistration("grant-type", "refresh_token needs authorization_code")
+    if "client_credentials" in grant_types and reg.token_endpoint_auth_method == "none":
+        raise InvalidRegistration("grant-type", "client_credentials needs a client that authenticates")
+
+    scopes = list(dict.fromkeys(reg.scope.split()))
+    for scope in scopes:
+        if not _SCOPE_TOKEN.match(scope):
+            raise InvalidRegistration("scope", f"{scope!r} is not a valid scope name")
+    if "authorization_code" in grant_types and "openid" not in scopes:
+        raise InvalidRegistration("scope", "a client that logs users in needs the openid scope")
+
+    redirect_uris = list(dict.fromkeys(reg.redirect_uris))
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise InvalidRegistration("redirect-uri", "at least one redirect URI is needed for authorization_code")
+    for uri in redirect_uris:
+        _check_uri("redirect-uri", uri)
+    post_logout = list(dict.fromkeys(reg.post_logout_redirect_uris))
+    for uri in post_logout:
+        _check_uri("post-logout-redirect-uri", uri)
+
+    jwks = reg.jwks
+    jwks_uri = reg.jwks_uri or None
+    if jwks is not None and jwks_uri:
+        raise InvalidRegistration("jwks", "give either --jwks or --jwks-uri, not both")
+    if jwks is not None:
+        _check_public_jwks(jwks)
+    if jwks_uri:
+        _check_uri("jwks-uri", jwks_uri, allow_http_loopback=True)
+    if reg.token_endpoint_auth_method == "private_key_jwt" and jwks is None and not jwks_uri:
+        raise InvalidRegistration("jwks", "private_key_jwt needs the client's public keys: --jwks or --jwks-uri")
+
+    if reg.subject_type not in SUBJECT_TYPES:
+        raise InvalidRegistration("subject-type", f"must be one of {', '.join(SUBJECT_TYPES)}")
+    if reg.id_token_signed_response_alg not in ID_TOKEN_ALGS:
+        raise InvalidRegistration("id-token-alg", f"must be one of {', '.join(ID_TOKEN_ALGS)}")
+    sector = (reg.sector_identifier or "").strip() or None
+    return dataclasses.replace(
+        reg,
+        name=name,
+        grant_types=grant_types,
+        scope=" ".join(scopes),
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout,
+        jwks_uri=jwks_uri,
+        sector_identifier=sector,
+    )
+
+
+def _check_uri(option: str, uri: str, allow_http_loopback: bool = True) -> None:
+    parts = urlsplit(uri)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise InvalidRegistration(option, f"{uri!r} must be an absolute https URL")
+    if parts.fragment or "#" in uri:
+        raise InvalidRegistration(option, f"{uri!r} must not have a fragment")
+    if parts.scheme == "http" and not (allow_http_loopback and _is_loopback(parts.hostname)):
+        raise InvalidRegistration(option, f"{uri!r} must use https (http only for localhost or a loopback address)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_public_jwks(jwks: dict[str, Any]) -> None:
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise InvalidRegistration("jwks", 'must be a JWK set: {"keys": [ ... ]} with at least one key')
+    for key in jwks["keys"]:
+        if not isinstance(key, dict) or "d" in key or "k" in key:
+            raise InvalidRegistration("jwks", "must hold public asymmetric keys only (no private or symmetric key)")
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError, KeyError) as error:
+        raise InvalidRegistration("jwks", f"not a valid JWK set: {error}") from None
+
+
+def _needs_secret(reg: Registration) -> bool:
+    return reg.token_endpoint_auth_method in {"client_secret_basic", "client_secret_post"}
+
+
+def create_client(reg: Registration) -> tuple[Client, str | None]:
+    """Register a client (not committed); returns it with its secret, shown once and stored only hashed."""
+    reg = validate_registration(reg)
+    secret = new_token(32) if _needs_secret(reg) else None
+    now = clock.now()
+    client = Client(
+        client_id=uuid.uuid4().hex,
+        client_secret_hash=sha256_hex(secret) if secret else None,
+        created_at=now,
+        updated_at=now,
+        **_columns(reg),
+    )
+    db.session.add(client)
+    return client, secret
+
+
+def _columns(reg: Registration) -> dict[str, Any]:
+    return {
+        "name": reg.name,
+        "redirect_uris": reg.redirect_uris,
+        "post_logout_redirect_uris": reg.post_logout_redirect_uris,
+        "scope": reg.scope,
+        "grant_types": reg.grant_types,
+        "token_endpoint_auth_method": reg.token_endpoint_auth_method,
+        "jwks_uri": reg.jwks_uri,
+        "jwks": reg.jwks,
+        "subject_type": reg.subject_type,
+        "sector_identifier": reg.sector_identifier,
+        "id_token_signed_response_alg": reg.id_token_signed_response_alg,
+        "trusted": reg.trusted,
+    }
+
+
+def registration_of(client: Client) -> Registration:
+    return Registration(
+        name=client.name,
+        redirect_uris=list(client.redirect_uris),
+        post_logout_redirect_uris=list(client.post_logout_redirect_uris),
+        scope=client.scope,
+        token_endpoint_auth_method=client.token_endpoint_auth_method,
+        grant_types=list(client.grant_types),
+        jwks_uri=client.jwks_uri,
+        jwks=client.jwks,
+        subject_type=client.subject_type,
+        sector_identifier=client.sector_identifier,
+        id_token_signed_response_alg=client.id_token_signed_response_alg,
+        trusted=client.trusted,
+    )
+
+
+def update_client(client: Client, reg: Registration) -> str | None:
+    """Apply a changed registration (not committed).
+
+    Returns a new secret when the client moved to a secret-based method from one without a secret.
+    """
+    reg = validate_registration(reg)
+    secret = None
+    if _needs_secret(reg) and not client.client_secret_hash:
+        secret = new_token(32)
+        client.client_secret_hash = sha256_hex(secret)
+    elif not _needs_secret(reg):
+        client.client_secret_hash = None
+    for column, value in _columns(reg).items():
+        setattr(client, column, value)
+    client.updated_at = clock.now()
+    return secret
+
+
+def rotate_secret(client: Client) -> str:
+    if client.token_endpoint_auth_method not in {"client_secret_basic", "client_secret_post"}:
+        raise InvalidRegistration("auth-method", f"a {client.token_endpoint_auth_method} client has no secret")
+    secret = new_token(32)
+    client.client_secret_hash = sha256_hex(secret)
+    client.updated_at = clock.now()
+    return secret
+
+
+def get_client(client_id: str) -> Client | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    return db.session.get(Client, client_id)
+
+
+def list_clients() -> list[Client]:
+    return list(db.session.scalars(select(Client).order_by(Client.created_at, Client.client_id)))
+
+
+def delete_client(client: Client) -> None:
+    db.session.delete(client)
+
+
+def is_user_scope(scope: str) -> bool:
+    return scope in USER_SCOPES

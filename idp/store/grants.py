@@ -1,0 +1,107 @@
+"""Grants and their refresh tokens: each grant is one refresh-token family (OAuth 2.0 Security BCP 4.14)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select, update
+
+from .. import clock
+from ..extensions import db
+from ..security import new_token, sha256_hex
+from .models import Grant, RefreshToken
+
+
+def create_grant(
+    *,
+    client_id: str,
+    user_id: str | None,
+    session_id: str | None,
+    scope: str,
+    claims_request: dict[str, Any] | None,
+    auth_time: dt.datetime | None,
+    acr: str | None,
+    amr: list[str] | None,
+    code_hash: str | None,
+    lifetime: int,
+) -> Grant:
+    now = clock.now()
+    grant = Grant(
+        id=new_token(24),
+        client_id=client_id,
+        user_id=user_id,
+        session_id=session_id,
+        scope=scope,
+        claims_request=claims_request,
+        auth_time=auth_time,
+        acr=acr,
+        amr=amr,
+        code_hash=code_hash,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=lifetime),
+    )
+    db.session.add(grant)
+    return grant
+
+
+def get_grant(grant_id: str) -> Grant | None:
+    return db.session.get(Grant, grant_id)
+
+
+def is_grant_active(grant: Grant | None) -> bool:
+    return grant is not None and grant.revoked_at is None and grant.expires_at > clock.now()
+
+
+def find_grant_by_code_hash(code_hash: str) -> Grant | None:
+    return db.session.scalar(select(Grant).where(Grant.code_hash == code_hash))
+
+
+def revoke_grant(grant: Grant, reason: str) -> bool:
+    """Revoke the grant and with it every token issued under it. True when it was active."""
+    if grant.revoked_at is not None:
+        return False
+    grant.revoked_at = clock.now()
+    grant.revoked_reason = reason
+    return True
+
+
+def revoke_session_grants(session_id: str, reason: str) -> int:
+    result = db.session.execute(
+        update(Grant)
+        .where(Grant.session_id == session_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=clock.now(), revoked_reason=reason)
+    )
+    return result.rowcount or 0
+
+
+def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
+    """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
+    token = new_token(32)
+    now = clock.now()
+    db.session.add(
+        RefreshToken(
+            token_hash=sha256_hex(token),
+            grant_id=grant.id,
+            issued_at=now,
+            expires_at=min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at),
+        )
+    )
+    return token
+
+
+def find_refresh_token(token: str) -> RefreshToken | None:
+    if not token or len(token) > 200:
+        return None
+    return db.session.get(RefreshToken, sha256_hex(token))
+
+
+def mark_rotated(refresh_token: RefreshToken) -> bool:
+    """Mark the token used, atomically: of two concurrent uses exactly one gets True, the other is a replay."""
+    result = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
+        .values(rotated_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

@@ -1,0 +1,163 @@
+"""The key-value store for short-lived records: authorization codes, login transactions, browser sessions,
+used assertion ids, revoked access-token ids and rate-limit counters.
+
+Every record has a time to live. Two backends share one small interface: Redis, for any number of processes
+and instances, and an in-process store for a single process (the embedded default, refused by ``idp serve``
+with several workers). Values are JSON objects.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Protocol
+
+import redis
+
+
+class StoreUnavailable(RuntimeError):
+    """The key-value store cannot be reached."""
+
+
+class KeyValueStore(Protocol):
+    #: Flask-Limiter storage URI for the same store, so rate-limit counters live beside the records.
+    limiter_uri: str
+    #: True when every worker process sees the same records.
+    shared_between_processes: bool
+
+    def put(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds, replacing any earlier value."""
+
+    def add(self, key: str, value: dict[str, Any], ttl: int) -> bool:
+        """Store ``value`` only if ``key`` holds nothing; True when it was stored."""
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The value under ``key``, or None when absent or expired."""
+
+    def consume(self, key: str) -> dict[str, Any] | None:
+        """Atomically read and delete: of two callers, at most one gets the value (single-use records)."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+
+    def ping(self) -> bool:
+        """True when the store answers."""
+
+
+class MemoryStore:
+    """In-process store for one process; thread-safe. Records vanish when the process ends."""
+
+    limiter_uri = "memory://"
+    shared_between_processes = False
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    def _live(self, key: str, now: float) -> str | None:
+        record = self._records.get(key)
+        if record is None:
+            return None
+        expires_at, payload = record
+        if expires_at <= now:
+            del self._records[key]
+            return None
+        return payload
+
+    def _sweep(self, now: float) -> None:
+        # Drop expired records now and then so a long-running process does not grow without bound.
+        self._writes += 1
+        if self._writes % 1000 == 0:
+            for key in [k for k, (exp, _) in self._records.items() if exp <= now]:
+                del self._records[key]
+
+    def put(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._sweep(now)
+            self._records[key] = (now + ttl, json.dumps(value))
+
+    def add(self, key: str, value: dict[str, Any], ttl: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._live(key, now) is not None:
+                return False
+            self._sweep(now)
+            self._records[key] = (now + ttl, json.dumps(value))
+            return True
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            payload = self._live(key, time.monotonic())
+        return None if payload is None else json.loads(payload)
+
+    def consume(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            payload = self._live(key, time.monotonic())
+            if payload is not None:
+                del self._records[key]
+        return None if payload is None else json.loads(payload)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._records.pop(key, None)
+
+    def ping(self) -> bool:
+        return True
+
+
+class RedisStore:
+    """Redis-backed store; every key is prefixed so several deployments or test runs can share a server."""
+
+    shared_between_processes = True
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.limiter_uri = url
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._redis, method)(*args, **kwargs)
+        except redis.RedisError as error:
+            raise StoreUnavailable(f"Redis at {self.url} failed: {error.__class__.__name__}") from error
+
+    def put(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        self._call("set", self.prefix + key, json.dumps(value), ex=ttl)
+
+    def add(self, key: str, value: dict[str, Any], ttl: int) -> bool:
+        return bool(self._call("set", self.prefix + key, json.dumps(value), ex=ttl, nx=True))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        payload = self._call("get", self.prefix + key)
+        return None if payload is None else json.loads(payload)
+
+    def consume(self, key: str) -> dict[str, Any] | None:
+        payload = self._call("getdel", self.prefix + key)
+        return None if payload is None else json.loads(payload)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.prefix + key)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def delete_prefix(self) -> int:
+        """Remove every key under this store's prefix (used by tests to clean up after a run)."""
+        deleted = 0
+        for key in self._redis.scan_iter(match=self.prefix + "*", count=500):
+            deleted += self._redis.delete(key)
+        return deleted
+
+
+def store_from_config(url: str, prefix: str) -> KeyValueStore:
+    """Redis when ``redis.url`` is set, the in-process store otherwise."""
+    if url:
+        return RedisStore(url, prefix)
+    return MemoryStore()

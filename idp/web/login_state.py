@@ -1,0 +1,89 @@
+"""Who is logged in in this browser, and logging in and out.
+
+The browser session carries ``sid``, the id of a :class:`UserSession` row; that row, not the cookie, decides
+whether the login is still valid, so ending it anywhere logs the browser out.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import g, request, session
+
+from ..provider import current_provider
+from ..store import audit, commit
+from ..store import grants as grant_store
+from ..store import sessions as session_store
+from ..store.models import User, UserSession
+from .sessions import regenerate
+
+
+def current_session() -> UserSession | None:
+    if "idp_login" not in g:
+        idle = current_provider().config.session.idle_timeout
+        g.idp_login = session_store.get_live_session(session.get("sid"), idle)
+    return g.idp_login
+
+
+def current_user() -> User | None:
+    login = current_session()
+    return login.user if login is not None else None
+
+
+def browser_binding() -> str:
+    """A random value tied to this browser session, to bind pending authorization requests to it."""
+    if "binding" not in session:
+        session["binding"] = secrets.token_urlsafe(16)
+    return session["binding"]
+
+
+def log_in(user: User, *, amr: list[str], acr: str) -> UserSession:
+    """Start a login session for ``user`` in this browser, ending any earlier one, and rotate the cookie."""
+    config = current_provider().config
+    previous = current_session()
+    if previous is not None:
+        session_store.end_session(previous)
+        grant_store.revoke_session_grants(previous.id, "replaced_by_new_login")
+    login = session_store.start_session(
+        user,
+        amr=amr,
+        acr=acr,
+        absolute_timeout=config.session.absolute_timeout,
+        ip_address=request.remote_addr,
+        user_agent=request.headers.get("User-Agent"),
+    )
+    audit.record("login.succeeded", user_id=user.id, method="+".join(amr), session_id=login.id)
+    commit()
+    regenerate()
+    session["sid"] = login.id
+    g.idp_login = login
+    return login
+
+
+def log_out(*, hinted_session_id: str | None = None, reason: str) -> list[str]:
+    """End this browser's login and the session a relying party named; revoke the grants made under them.
+
+    Returns the ids of the sessions ended.
+    """
+    ended = []
+    idle = current_provider().config.session.idle_timeout
+    targets = {s for s in (hinted_session_id, session.get("sid")) if s}
+    for session_id in targets:
+        login = session_store.get_live_session(session_id, idle)
+        if login is None:
+            continue
+        session_store.end_session(login)
+        grant_store.revoke_session_grants(login.id, reason)
+        audit.record("logout", user_id=login.user_id, session_id=login.id, reason=reason)
+        ended.append(login.id)
+    commit()
+    binding = session.get("binding")
+    locale = session.get("locale")
+    session.clear()
+    regenerate()
+    if binding:
+        session["binding"] = binding
+    if locale:
+        session["locale"] = locale
+    g.idp_login = None
+    return ended

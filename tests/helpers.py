@@ -1,0 +1,241 @@
+"""Test helpers: seeding users and clients, reading forms out of pages, PKCE pairs, a user's browser."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from idp.cli.users import admin_import_evidence
+from idp.passwords import hash_password
+from idp.store import commit
+from idp.store.clients import Registration, create_client
+from idp.store.users import create_user
+
+DEFAULT_PASSWORD = "correct horse battery"
+REDIRECT_URI = "https://rp.example/callback"
+POST_LOGOUT_URI = "https://rp.example/logged-out"
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: str
+    national_code: str
+    password: str
+    mobile: str = "+989121234567"
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    client_id: str
+    client_secret: str | None
+    redirect_uri: str = REDIRECT_URI
+
+
+def valid_national_code(first_nine: str) -> str:
+    from idp.rules.national_code import national_code_check_digit
+
+    return first_nine + str(national_code_check_digit(first_nine))
+
+
+def create_test_user(
+    app: Flask,
+    national_code: str = "0012345679",
+    password: str = DEFAULT_PASSWORD,
+    mobile: str = "+989121234567",
+    given_name: str = "علی",
+    family_name: str = "رضایی",
+    birthdate: dt.date = dt.date(1990, 3, 21),
+) -> UserInfo:
+    with app.app_context():
+        user = create_user(
+            national_code=national_code,
+            mobile=mobile,
+            birthdate=birthdate,
+            given_name=given_name,
+            family_name=family_name,
+            password_hash=hash_password(password),
+            identity_evidence=admin_import_evidence("Hoviyat tests"),
+        )
+        commit()
+        return UserInfo(user.id, national_code, password, mobile)
+
+
+def create_test_client(app: Flask, **changes: Any) -> ClientInfo:
+    values: dict[str, Any] = {
+        "name": "Test Portal",
+        "redirect_uris": [REDIRECT_URI],
+        "post_logout_redirect_uris": [POST_LOGOUT_URI],
+        "scope": "openid profile phone national_id",
+    }
+    values.update(changes)
+    with app.app_context():
+        client, secret = create_client(Registration(**values))
+        commit()
+        return ClientInfo(client.client_id, secret, values["redirect_uris"][0] if values["redirect_uris"] else "")
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+# -- reading pages -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Form:
+    action: str
+    method: str
+    fields: dict[str, str] = field(default_factory=dict)
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+        self.links: dict[str, str] = {}
+        self._current: Form | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._current = Form(action=a.get("action", ""), method=a.get("method", "get").lower())
+            self.forms.append(self._current)
+        elif tag == "a" and "id" in a:
+            self.links[a["id"]] = a.get("href", "")
+        elif self._current is not None and tag == "input" and a.get("name"):
+            self._current.fields[a["name"]] = a.get("value", "")
+        elif self._current is not None and tag == "button" and a.get("name"):
+            self._current.buttons.append((a["name"], a.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._current = None
+
+
+def parse_page(html: str) -> _FormParser:
+    parser = _FormParser()
+    parser.feed(html)
+    return parser
+
+
+def find_form(html: str, *, action_contains: str | None = None, field_name: str | None = None) -> Form:
+    for form in parse_page(html).forms:
+        if action_contains is not None and action_contains not in form.action:
+            continue
+        if field_name is not None and field_name not in form.fields:
+            continue
+        return form
+    raise AssertionError(f"no form with action~{action_contains!r} field {field_name!r} in page:\n{html[:2000]}")
+
+
+# -- a user's browser on the Flask test client --------------------------------------------------------
+
+
+class Browser:
+    """Follows the provider's own redirects and stops at the first one that leaves the provider."""
+
+    def __init__(self, client: FlaskClient, issuer: str) -> None:
+        self.client = client
+        self.issuer = issuer
+
+    def _path(self, url: str) -> str:
+        if url.startswith(self.issuer):
+            url = url[len(self.issuer) :] or "/"
+        parts = urlsplit(url)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def is_external(self, url: str) -> bool:
+        return url.startswith("http") and not url.startswith(self.issuer) and not url.startswith("http://localhost")
+
+    def get(self, url: str) -> Any:
+        return self._follow(self.client.get(self._path(url)))
+
+    def post(self, url: str, data: dict[str, str]) -> Any:
+        return self._follow(self.client.post(self._path(url), data=data))
+
+    def submit(self, response: Any, data: dict[str, str], **find: Any) -> Any:
+        form = find_form(response.get_data(as_text=True), **find)
+        values = dict(form.fields)
+        values.update(data)
+        return self.post(urljoin(response.request.path, form.action), values)
+
+    def _follow(self, response: Any) -> Any:
+        for _ in range(20):
+            if response.status_code not in (301, 302, 303, 307) or self.is_external(response.location):
+                return response
+            response = self.client.get(self._path(urljoin(response.request.path, response.location)))
+        raise AssertionError("too many redirects")
+
+    def authorize(self, params: dict[str, str]) -> Any:
+        return self.get("/authorize?" + urlencode(params))
+
+    def login(self, response: Any, user: UserInfo) -> Any:
+        return self.submit(
+            response,
+            {"national_code": user.national_code, "password": user.password},
+            field_name="national_code",
+        )
+
+    def consent(self, response: Any, decision: str = "allow") -> Any:
+        return self.submit(response, {"decision": decision}, action_contains="/consent")
+
+
+def authorization_params(client: ClientInfo, challenge: str, **extra: str) -> dict[str, str]:
+    params = {
+        "response_type": "code",
+        "client_id": client.client_id,
+        "redirect_uri": client.redirect_uri,
+        "scope": "openid profile",
+        "state": secrets.token_urlsafe(8),
+        "nonce": secrets.token_urlsafe(8),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    params.update(extra)
+    return params
+
+
+def get_code(browser: Browser, client: ClientInfo, user: UserInfo, **extra: str) -> tuple[str, str, dict[str, str]]:
+    """Run the browser part of the code flow (login and consent as needed); returns (code, verifier, query)."""
+    verifier, challenge = pkce_pair()
+    params = authorization_params(client, challenge, **extra)
+    response = browser.authorize(params)
+    if response.status_code == 200 and b'name="national_code"' in response.data:
+        response = browser.login(response, user)
+    if response.status_code == 200 and b'name="decision"' in response.data:
+        response = browser.consent(response)
+    assert response.status_code == 302, response.get_data(as_text=True)[:2000]
+    assert response.location.startswith(client.redirect_uri), response.location
+    query = query_of(response.location)
+    assert query.get("state") == params["state"]
+    return query["code"], verifier, query
+
+
+def exchange_code(client: FlaskClient, rp: ClientInfo, code: str, verifier: str, **extra: str) -> Any:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": rp.redirect_uri,
+        "code_verifier": verifier,
+    }
+    data.update(extra)
+    auth = (rp.client_id, rp.client_secret) if rp.client_secret else None
+    if auth is None:
+        data.setdefault("client_id", rp.client_id)
+    return client.post("/token", data=data, auth=auth)
