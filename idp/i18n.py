@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 
 import jdatetime
@@ -73,8 +74,11 @@ def compile_translations(directory: Path = TRANSLATIONS_DIR) -> None:
         try:
             with po_path.open("rb") as po_file:
                 catalog = read_po(po_file)
-            with mo_path.open("wb") as mo_file:
+            # Write beside and rename: another process starting at the same moment never reads half a file.
+            partial = mo_path.with_suffix(f".{os.getpid()}.tmp")
+            with partial.open("wb") as mo_file:
                 write_mo(mo_file, catalog)
+            os.replace(partial, mo_path)
         except OSError as error:  # a read-only install: serve the untranslated text rather than fail
             log.warning("could not compile %s: %s", po_path, error)
 

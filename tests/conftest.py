@@ -29,6 +29,10 @@ from idp.store.schema import upgrade_schema
 
 from .helpers import ClientInfo, UserInfo, create_test_client, create_test_user
 
+# The suite sets every value it needs; configuration from the developer's shell must not leak in.
+for _name in [name for name in os.environ if name.startswith("IDP_")]:
+    del os.environ[_name]
+
 POSTGRES_ADMIN_URL = os.environ.get("HOVIYAT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("HOVIYAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
