@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic as _authlib_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 MAX_ASSERTION_LIFETIME = 3600
 JWKS_CACHE_SECONDS = 300
 JWKS_FETCH_TIMEOUT = 5
+
+
+def authenticate_client_secret_basic(query_client: Any, request: Any) -> Client | None:
+    """``client_secret_basic``, where a malformed ``Authorization`` header (empty, not base64, not UTF-8) is a
+    failed authentication, answered ``invalid_client``, rather than an exception."""
+    try:
+        return _authlib_secret_basic(query_client, request)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):

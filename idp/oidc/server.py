@@ -14,7 +14,7 @@ from ..provider import current_provider
 from ..store import audit
 from ..store import commit as commit_store
 from ..store.clients import get_client
-from .client_auth import PrivateKeyJWT
+from .client_auth import PrivateKeyJWT, authenticate_client_secret_basic
 from .endpoints.end_session import EndSessionEndpoint
 from .endpoints.introspection import IntrospectionEndpoint
 from .endpoints.revocation import RevocationEndpoint
@@ -79,6 +79,7 @@ def build_authorization_server(app: Flask) -> AuthorizationServer:
     server.register_grant(AuthorizationCodeGrant, [RequiredS256CodeChallenge(), OpenIDCode(require_nonce=False)])
     server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
     server.register_grant(ClientCredentialsGrant)
+    server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_extension(IssuerParameter())
     server.register_endpoint(RevocationEndpoint)

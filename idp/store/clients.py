@@ -228,7 +228,10 @@ def rotate_secret(client: Client) -> str:
 
 
 def get_client(client_id: str) -> Client | None:
-    if not client_id or len(client_id) > 64:
+    # Ids are printable ASCII; anything else (a NUL byte, which PostgreSQL refuses) names no client.
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        return None
+    if not (client_id.isascii() and client_id.isprintable()):
         return None
     return db.session.get(Client, client_id)
 
