@@ -171,6 +171,8 @@ def check_request_parameters(params: MultiDict[str, str]) -> None:
     for name in SINGLE_VALUED:
         if len(params.getlist(name)) > 1:
             raise InvalidRequestError(f"The '{name}' parameter appears more than once.")
+    if not params.get("response_type"):
+        raise InvalidRequestError("The 'response_type' parameter is missing.")
     if params.get("response_type") != "code":
         # Checked before Authlib, whose message would echo the raw (possibly non-ASCII) value.
         raise UnsupportedResponseTypeError("Only response_type=code is supported.")
@@ -217,7 +219,9 @@ def needs_login(
     if "login" in params.get("prompt", "").split():
         return True
     max_age = params.get("max_age")
-    if max_age is not None and clock.timestamp() - login.auth_time.timestamp() > int(max_age):
+    # Times are whole seconds, so the elapsed time may read up to a second short: ">=" errs towards asking
+    # once too often, never too late, and makes max_age=0 behave as prompt=login (Core 3.1.2.1).
+    if max_age is not None and clock.timestamp() - login.auth_time.timestamp() >= int(max_age):
         return True
     hint = params.get("id_token_hint")
     if hint:
