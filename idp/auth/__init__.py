@@ -61,9 +61,10 @@ def login() -> Response | tuple[str, int] | str:
             if needs_rehash(user.password_hash):
                 set_password_hash(user, hash_password(form.password.data))
             log_in(user, amr=["pwd"], acr=ACR_ONE_FACTOR)
+            # 303: the browser must not repeat the POST (with the password) at the next address (RFC 9700 4.12).
             if pending is not None:
-                return redirect(url_for("oidc.resume", tx=pending.id))
-            return redirect(url_for("account.home"))
+                return redirect(url_for("oidc.resume", tx=pending.id), 303)
+            return redirect(url_for("account.home"), 303)
         audit.record("login.failed", user_id=user.id if user else None, method="pwd")
         commit()
         form.password.errors = [gettext("The national code or the password is not correct.")]

@@ -96,7 +96,7 @@ def consent() -> Response:
         commit()
         pending.consented = True
         pending.save()
-        return redirect(url_for("oidc.resume", tx=pending.id))
+        return redirect(url_for("oidc.resume", tx=pending.id), 303)
     claims = [c for c in claims_for_scopes(scopes) if c != "sub"] + extra
     return render_template("consent.html", form=form, client=client, claims=claims, user=login.user, tx=pending.id)
 
