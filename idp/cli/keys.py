@@ -91,7 +91,11 @@ def rotate(algs: tuple[str, ...], as_json: bool) -> None:
         emit(made, True, "")
 
 
-@keys.command(help="Remove a rotated-out key from the JWKS and delete its private key file.")
+# A kid is base64url and may start with "-": let such a value through as the argument, not as an option.
+@keys.command(
+    help="Remove a rotated-out key from the JWKS and delete its private key file.",
+    context_settings={"ignore_unknown_options": True},
+)
 @click.argument("kid")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
