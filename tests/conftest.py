@@ -19,12 +19,14 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from idp import clock, create_app
 from idp.extensions import db
 from idp.store.kv import RedisStore
+from idp.store.models import SigningKey
 from idp.store.schema import upgrade_schema
 
 from .helpers import ClientInfo, UserInfo, create_test_client, create_test_user
@@ -129,10 +131,26 @@ def make_app(backend: Backend, tmp_path: Path, **overrides: dict) -> Flask:
             upgrade_schema()
             _migrated.add(backend.database_url)
         _empty_tables()
-        ring = app.extensions["idp"].keys
-        ring.generate("RS256")
-        ring.generate("ES256")
+        _install_keys(Path(settings["keys"]["dir"]))
     return app
+
+
+_key_material: dict[str, tuple[str, bytes]] = {}
+
+
+def _install_keys(keys_dir: Path) -> None:
+    """Active RS256 and ES256 keys, generated once per run and copied for each test (RSA generation is slow)."""
+    if not _key_material:
+        for alg, key in (("RS256", RSAKey.generate_key(2048, private=True)), ("ES256", ECKey.generate_key("P-256"))):
+            _key_material[alg] = (key.thumbprint(), key.as_pem(private=True))
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for alg, (kid, pem) in _key_material.items():
+        path = keys_dir / f"{kid}.pem"
+        path.write_bytes(pem)
+        path.chmod(0o600)
+        now = clock.now()
+        db.session.add(SigningKey(kid=kid, alg=alg, status="active", created_at=now, activated_at=now))
+    db.session.commit()
 
 
 def _empty_tables() -> None:
@@ -152,6 +170,7 @@ def app(backend: Backend, tmp_path: Path) -> Iterator[Flask]:
         store.delete_prefix()
     with application.app_context():
         db.session.remove()
+        db.engine.dispose()  # each test's app has its own pool; do not keep its connections open
 
 
 @pytest.fixture

@@ -1,0 +1,187 @@
+"""Token introspection (RFC 7662) at POST /token/introspect: for authenticated clients, about their own tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from idp import clock
+
+from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code
+
+
+def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
+    code, verifier, _ = get_code(browser, rp, user, scope=scope)
+    response = exchange_code(browser.client, rp, code, verifier)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def introspect(client, rp: ClientInfo, token: str, hint: str | None = None):
+    data = {"token": token}
+    if hint:
+        data["token_type_hint"] = hint
+    return client.post("/token/introspect", data=data, auth=(rp.client_id, rp.client_secret))
+
+
+def refresh(client, rp: ClientInfo, refresh_token: str):
+    return client.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(rp.client_id, rp.client_secret),
+    )
+
+
+def id_token_sub(client, id_token: str) -> str:
+    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
+    return jwt.decode(id_token, keys, algorithms=["RS256", "ES256"]).claims["sub"]
+
+
+def assert_inactive(response) -> None:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {"active": False}
+    assert "no-store" in response.headers.get("Cache-Control", "")
+
+
+@pytest.fixture
+def browser(client, issuer) -> Browser:
+    return Browser(client, issuer)
+
+
+@pytest.fixture
+def tokens(app, browser, user, rp_client) -> dict[str, Any]:
+    return sign_in(browser, rp_client, user)
+
+
+# -- active tokens ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])
+def test_active_access_token(app, client, issuer, user, rp_client, tokens, hint):
+    response = introspect(client, rp_client, tokens["access_token"], hint=hint)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["active"] is True
+    assert body["client_id"] == rp_client.client_id
+    assert body["scope"].split() == ["openid", "profile"]
+    assert body["sub"] == id_token_sub(client, tokens["id_token"])
+    assert body["sub"] != user.id  # pairwise
+    assert body["iss"] == issuer
+    assert body["token_type"].lower() in ("bearer", "access_token")
+    assert isinstance(body["iat"], int) and isinstance(body["exp"], int)
+    assert body["exp"] - body["iat"] == 600
+    assert abs(body["iat"] - clock.timestamp()) <= 5
+    assert "no-store" in response.headers.get("Cache-Control", "")
+
+
+def test_active_refresh_token(app, client, issuer, user, rp_client, tokens):
+    response = introspect(client, rp_client, tokens["refresh_token"], hint="refresh_token")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["active"] is True
+    assert body["client_id"] == rp_client.client_id
+    assert body["exp"] > clock.timestamp()
+    if "sub" in body:
+        assert body["sub"] == id_token_sub(client, tokens["id_token"])
+
+
+def test_refreshed_tokens_are_active(app, client, rp_client, tokens):
+    new = refresh(client, rp_client, tokens["refresh_token"]).get_json()
+    assert introspect(client, rp_client, new["access_token"]).get_json()["active"] is True
+    assert introspect(client, rp_client, new["refresh_token"]).get_json()["active"] is True
+
+
+# -- inactive tokens: nothing but active=false ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "which"),
+    [
+        ("revoked", "access_token"),
+        ("revoked", "refresh_token"),
+        ("grant_revoked", "access_token"),
+        ("rotated", "refresh_token"),
+        ("expired", "access_token"),
+        ("unknown", "access_token"),
+        ("unknown", "refresh_token"),
+    ],
+)
+def test_inactive_tokens(app, client, rp_client, tokens, case, which):
+    token = tokens[which]
+    assert introspect(client, rp_client, token).get_json()["active"] is True
+    if case == "revoked":
+        revoked = client.post(
+            "/token/revoke", data={"token": token}, auth=(rp_client.client_id, rp_client.client_secret)
+        )
+        assert revoked.status_code == 200
+    elif case == "grant_revoked":
+        revoked = client.post(
+            "/token/revoke",
+            data={"token": tokens["refresh_token"]},
+            auth=(rp_client.client_id, rp_client.client_secret),
+        )
+        assert revoked.status_code == 200
+    elif case == "rotated":
+        assert refresh(client, rp_client, token).status_code == 200
+    elif case == "expired":
+        clock.advance(601)  # access_token_ttl is 600 s
+    elif case == "unknown":
+        token = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+    assert_inactive(introspect(client, rp_client, token, hint=which))
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c"])
+def test_malformed_tokens_are_inactive(app, client, rp_client, token):
+    response = introspect(client, rp_client, token)
+    if token == "":
+        # An empty token may be refused as a malformed request; it must never look active.
+        assert response.get_json().get("active") is not True
+        return
+    assert_inactive(response)
+
+
+@pytest.mark.parametrize("which", ["access_token", "refresh_token"])
+def test_another_clients_token_looks_inactive(app, client, rp_client, tokens, which):
+    other = create_test_client(app, name="Other Portal", redirect_uris=["https://other.example/cb"])
+    assert_inactive(introspect(client, other, tokens[which]))
+    # Still active for its owner: the answer above hid it, it did not end it.
+    assert introspect(client, rp_client, tokens[which]).get_json()["active"] is True
+
+
+# -- only authenticated confidential clients ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("credentials", ["none", "wrong_secret", "unknown_client", "secret_in_body_for_basic"])
+def test_unauthenticated_request_is_invalid_client(app, client, rp_client, tokens, credentials):
+    kwargs: dict[str, Any] = {"data": {"token": tokens["access_token"]}}
+    if credentials == "wrong_secret":
+        kwargs["auth"] = (rp_client.client_id, rp_client.client_secret + "x")
+    elif credentials == "unknown_client":
+        kwargs["auth"] = ("no-such-client", "secret")
+    elif credentials == "secret_in_body_for_basic":
+        # Registered for client_secret_basic: another method is not accepted.
+        kwargs["data"] |= {"client_id": rp_client.client_id, "client_secret": rp_client.client_secret + "x"}
+    response = client.post("/token/introspect", **kwargs)
+    assert response.status_code in (400, 401)
+    body = response.get_json()
+    assert body["error"] == "invalid_client"
+    assert "active" not in body and "sub" not in body
+
+
+@pytest.mark.parametrize("which", ["access_token", "refresh_token"])
+def test_public_client_cannot_introspect(app, client, browser, user, which):
+    public = create_test_client(app, name="Mobile App", token_endpoint_auth_method="none")
+    code, verifier, _ = get_code(browser, public, user)
+    tokens = exchange_code(client, public, code, verifier).get_json()
+    response = client.post("/token/introspect", data={"token": tokens[which], "client_id": public.client_id})
+    assert response.status_code in (400, 401)
+    body = response.get_json()
+    assert body["error"] == "invalid_client"
+    assert "active" not in body and "sub" not in body
+
+
+def test_id_token_is_not_an_active_token(app, client, rp_client, tokens):
+    assert_inactive(introspect(client, rp_client, tokens["id_token"]))

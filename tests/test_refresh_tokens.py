@@ -1,0 +1,271 @@
+"""The refresh token grant (RFC 6749 section 6, RFC 9700 section 4.14, OpenID Connect Core section 12).
+
+Refresh tokens rotate on every use; a rotated one presented again revokes its whole family; a family dies
+after 14 idle days or 30 days in all; scope can only narrow; the refreshed ID token describes the original
+login; logging out at the provider ends the session's refresh tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from authlib.oidc.core.util import create_half_hash
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from idp import clock
+
+from .helpers import POST_LOGOUT_URI, Browser, ClientInfo, UserInfo, create_test_client, exchange_code, get_code
+
+DAY = 24 * 3600
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def tokens_for(client: FlaskClient, issuer: str, rp: ClientInfo, user: UserInfo, **extra: str) -> dict[str, Any]:
+    """Log in (or reuse the browser's login), consent, and exchange the code; returns the token response."""
+    code, verifier, _ = get_code(Browser(client, issuer), rp, user, **extra)
+    response = exchange_code(client, rp, code, verifier)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token = response.get_json()
+    assert token["refresh_token"]
+    return token
+
+
+def refresh(client: FlaskClient, rp: ClientInfo, refresh_token: str, **extra: str) -> Any:
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    if rp.client_secret:
+        return client.post("/token", data=data, auth=(rp.client_id, rp.client_secret))
+    return client.post("/token", data={**data, "client_id": rp.client_id})
+
+
+def refreshed(client: FlaskClient, rp: ClientInfo, refresh_token: str, **extra: str) -> dict[str, Any]:
+    response = refresh(client, rp, refresh_token, **extra)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def assert_refused(response: Any, error: str = "invalid_grant") -> None:
+    body = response.get_json(silent=True) or {}
+    assert response.status_code in ((400, 401) if error == "invalid_client" else (400,)), (
+        response.status_code,
+        response.get_data(as_text=True)[:500],
+    )
+    assert body.get("error") == error, body
+    assert "access_token" not in body and "refresh_token" not in body
+    assert response.headers.get("Cache-Control") == "no-store"
+
+
+def userinfo(client: FlaskClient, access_token: str) -> Any:
+    return client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+
+
+def active(client: FlaskClient, rp: ClientInfo, token: str) -> bool:
+    response = client.post("/token/introspect", data={"token": token}, auth=(rp.client_id, rp.client_secret))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["active"]
+
+
+def decode(client: FlaskClient, token: str) -> jwt.Token:
+    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
+    return jwt.decode(token, keys, algorithms=["RS256", "ES256"])
+
+
+# -- rotation and replay ------------------------------------------------------------------------------------
+
+
+def test_each_refresh_rotates_both_tokens(app, client, issuer, user, rp_client):
+    first = tokens_for(client, issuer, rp_client, user)
+    response = refresh(client, rp_client, first["refresh_token"])
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    second = response.get_json()
+    third = refreshed(client, rp_client, second["refresh_token"])
+
+    refresh_tokens = {first["refresh_token"], second["refresh_token"], third["refresh_token"]}
+    access_tokens = {first["access_token"], second["access_token"], third["access_token"]}
+    assert len(refresh_tokens) == 3 and len(access_tokens) == 3
+    for token in (second, third):
+        assert token["token_type"] == "Bearer"
+        assert token["expires_in"] > 0
+        assert userinfo(client, token["access_token"]).status_code == 200
+
+    # The used tokens are spent; the newest is the only live one.
+    assert active(client, rp_client, first["refresh_token"]) is False
+    assert active(client, rp_client, second["refresh_token"]) is False
+    assert active(client, rp_client, third["refresh_token"]) is True
+    assert_refused(refresh(client, rp_client, second["refresh_token"]))
+
+
+def test_replayed_refresh_token_revokes_the_whole_family(app, client, issuer, user, rp_client):
+    first = tokens_for(client, issuer, rp_client, user)
+    second = refreshed(client, rp_client, first["refresh_token"])
+    third = refreshed(client, rp_client, second["refresh_token"])
+    # an unrelated family of the same user and client (a second login in another tab)
+    other = tokens_for(client, issuer, rp_client, user)
+    assert userinfo(client, third["access_token"]).status_code == 200
+
+    assert_refused(refresh(client, rp_client, first["refresh_token"]))  # the stolen, already-rotated token
+
+    # The legitimate client's newest refresh token and every access token of the family are dead too.
+    assert_refused(refresh(client, rp_client, third["refresh_token"]))
+    for token in (first, second, third):
+        assert userinfo(client, token["access_token"]).status_code == 401
+        assert active(client, rp_client, token["access_token"]) is False
+    assert active(client, rp_client, third["refresh_token"]) is False
+    # ... but not another family.
+    assert userinfo(client, other["access_token"]).status_code == 200
+    assert refresh(client, rp_client, other["refresh_token"]).status_code == 200
+
+
+def test_another_clients_refresh_token_is_refused_and_keeps_working(app, client, issuer, user, rp_client):
+    intruder = create_test_client(app)
+    token = tokens_for(client, issuer, rp_client, user)
+
+    assert_refused(refresh(client, intruder, token["refresh_token"]))
+    public_intruder = create_test_client(app, token_endpoint_auth_method="none")
+    assert_refused(refresh(client, public_intruder, token["refresh_token"]))
+
+    assert userinfo(client, token["access_token"]).status_code == 200
+    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+
+
+def test_failed_client_authentication_does_not_spend_the_refresh_token(app, client, issuer, user, rp_client):
+    token = tokens_for(client, issuer, rp_client, user)
+    data = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    assert_refused(client.post("/token", data=data, auth=(rp_client.client_id, "wrong")), "invalid_client")
+    assert_refused(client.post("/token", data={**data, "client_id": rp_client.client_id}), "invalid_client")
+    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+
+
+def test_public_client_refreshes_with_its_client_id(app, client, issuer, user):
+    public = create_test_client(app, token_endpoint_auth_method="none")
+    first = tokens_for(client, issuer, public, user)
+    second = refreshed(client, public, first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    assert userinfo(client, second["access_token"]).status_code == 200
+    assert_refused(refresh(client, public, first["refresh_token"]))
+    assert_refused(refresh(client, public, second["refresh_token"]))  # family revoked by the replay
+
+
+# -- lifetimes ----------------------------------------------------------------------------------------------
+
+
+def test_family_dies_at_the_absolute_lifetime_even_when_used(app, client, issuer, user, rp_client):
+    assert app.extensions["idp"].config.tokens.refresh_token_absolute_ttl == 30 * DAY
+    token = tokens_for(client, issuer, rp_client, user)
+    # Used every ten days (well inside the 14-day idle limit), the family lives up to day 29 ...
+    for days in (10, 10, 9):
+        clock.advance(days * DAY)
+        token = refreshed(client, rp_client, token["refresh_token"])
+    # ... and no further: at day 30 it is over, though the token is only a day old.
+    clock.advance(DAY + 60)
+    assert_refused(refresh(client, rp_client, token["refresh_token"]))
+
+
+@pytest.mark.parametrize(("idle", "works"), [(13 * DAY, True), (14 * DAY + 60, False), (29 * DAY, False)])
+def test_refresh_token_expires_when_unused_for_14_days(app, client, issuer, user, rp_client, idle, works):
+    assert app.extensions["idp"].config.tokens.refresh_token_idle_ttl == 14 * DAY
+    token = tokens_for(client, issuer, rp_client, user)
+    clock.advance(idle)
+    response = refresh(client, rp_client, token["refresh_token"])
+    if works:
+        assert response.status_code == 200, response.get_data(as_text=True)
+    else:
+        assert_refused(response)
+
+
+def test_idle_window_restarts_with_each_rotation(app, client, issuer, user, rp_client):
+    token = tokens_for(client, issuer, rp_client, user)
+    clock.advance(13 * DAY)
+    token = refreshed(client, rp_client, token["refresh_token"])
+    clock.advance(13 * DAY)  # 26 days after login, 13 after the last use
+    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+
+
+# -- scope ------------------------------------------------------------------------------------------------
+
+
+def test_refresh_can_narrow_the_scope(app, client, issuer, user, rp_client):
+    token = tokens_for(client, issuer, rp_client, user, scope="openid profile phone")
+    assert set(token["scope"].split()) == {"openid", "profile", "phone"}
+    full_info = userinfo(client, token["access_token"]).get_json()
+    assert "name" in full_info and "phone_number" in full_info
+
+    narrow = refreshed(client, rp_client, token["refresh_token"], scope="openid")
+    assert narrow["scope"] == "openid"
+    assert decode(client, narrow["access_token"]).claims["scope"] == "openid"
+    info = userinfo(client, narrow["access_token"]).get_json()
+    assert info["sub"] == full_info["sub"]
+    assert "name" not in info and "phone_number" not in info
+
+    # Without scope a refresh gets the originally granted scope again (RFC 6749 section 6).
+    again = refreshed(client, rp_client, narrow["refresh_token"])
+    assert set(again["scope"].split()) == {"openid", "profile", "phone"}
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "openid national_id",  # registered for the client, but not granted in this authorization
+        "openid profile phone national_id",
+        "openid email",  # not registered for the client
+        "openid offline_access",
+        "devices:read",
+    ],
+)
+def test_refresh_cannot_widen_the_scope(app, client, issuer, user, rp_client, scope):
+    token = tokens_for(client, issuer, rp_client, user, scope="openid profile phone")
+    assert_refused(refresh(client, rp_client, token["refresh_token"], scope=scope), "invalid_scope")
+
+
+# -- the refreshed ID token ---------------------------------------------------------------------------------
+
+
+def test_refreshed_id_token_describes_the_original_login(app, client, issuer, user, rp_client):
+    token = tokens_for(client, issuer, rp_client, user, nonce="n-0S6_WzA2Mj")
+    original = decode(client, token["id_token"]).claims
+    assert original["nonce"] == "n-0S6_WzA2Mj"
+
+    clock.advance(5)
+    new = refreshed(client, rp_client, token["refresh_token"])
+    decoded = decode(client, new["id_token"])
+    claims = decoded.claims
+    assert claims["iss"] == original["iss"] == issuer
+    assert claims["sub"] == original["sub"]
+    assert claims["aud"] == original["aud"]
+    assert claims["auth_time"] == original["auth_time"]
+    assert claims["iat"] >= original["iat"] + 5
+    assert claims["exp"] > claims["iat"]
+    assert "nonce" not in claims
+    assert claims["at_hash"] == create_half_hash(new["access_token"], decoded.header["alg"]).decode("ascii")
+
+
+# -- logout at the provider -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["confirmed-post", "id-token-hint"])
+def test_logout_at_the_provider_ends_the_sessions_refresh_tokens(app, client, issuer, user, rp_client, how):
+    browser = Browser(client, issuer)
+    token = tokens_for(client, issuer, rp_client, user)
+    token = {**refreshed(client, rp_client, token["refresh_token"]), "id_token": token["id_token"]}
+    assert userinfo(client, token["access_token"]).status_code == 200
+
+    if how == "confirmed-post":
+        page = browser.get("/logout")
+        assert page.status_code == 200
+        done = browser.submit(page, {"confirm": "yes"}, action_contains="/logout")
+        assert done.status_code in (200, 302)
+    else:
+        query = {"id_token_hint": token["id_token"], "post_logout_redirect_uri": POST_LOGOUT_URI, "state": "bye"}
+        done = client.get("/logout", query_string=query)
+        assert done.status_code == 302
+        assert done.location == POST_LOGOUT_URI + "?state=bye"
+
+    assert_refused(refresh(client, rp_client, token["refresh_token"]))
+    assert userinfo(client, token["access_token"]).status_code == 401
+    assert active(client, rp_client, token["refresh_token"]) is False
