@@ -159,18 +159,39 @@ def _empty_tables() -> None:
     db.session.commit()
 
 
-@pytest.fixture
-def app(backend: Backend, tmp_path: Path) -> Iterator[Flask]:
-    clock.reset()
-    application = make_app(backend, tmp_path)
-    yield application
-    clock.reset()
+def _close(application: Flask) -> None:
     store = application.extensions["idp"].store
     if isinstance(store, RedisStore):
         store.delete_prefix()
     with application.app_context():
         db.session.remove()
         db.engine.dispose()  # each test's app has its own pool; do not keep its connections open
+
+
+@pytest.fixture
+def app(backend: Backend, tmp_path: Path) -> Iterator[Flask]:
+    clock.reset()
+    application = make_app(backend, tmp_path)
+    yield application
+    clock.reset()
+    _close(application)
+
+
+@pytest.fixture
+def app_with(backend: Backend, tmp_path: Path) -> Iterator:
+    """Make an app with configuration overrides, e.g. ``app_with(server={"issuer": "https://id.example"})``."""
+    made: list[Flask] = []
+
+    def factory(**overrides: dict) -> Flask:
+        application = make_app(backend, tmp_path / f"app{len(made)}", **overrides)
+        made.append(application)
+        return application
+
+    clock.reset()
+    yield factory
+    clock.reset()
+    for application in made:
+        _close(application)
 
 
 @pytest.fixture

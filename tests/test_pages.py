@@ -4,7 +4,6 @@ which half of the credentials was wrong, languages, the language switcher, the a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,12 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
-from idp import clock
-from idp.extensions import db
 from idp.rules.digits import to_persian_digits
-from idp.store.kv import RedisStore
 
-from .conftest import make_app
 from .helpers import DEFAULT_PASSWORD, create_test_user, find_form, valid_national_code
 
 EN = {"Accept-Language": "en"}
@@ -177,17 +172,8 @@ def test_session_cookie_attributes_on_http(app, client, user):
 
 
 @pytest.fixture
-def https_app(backend, tmp_path) -> Iterator[Flask]:
-    clock.reset()
-    application = make_app(backend, tmp_path, server={"issuer": "https://id.example"})
-    yield application
-    clock.reset()
-    store = application.extensions["idp"].store
-    if isinstance(store, RedisStore):
-        store.delete_prefix()
-    with application.app_context():
-        db.session.remove()
-        db.engine.dispose()
+def https_app(app_with) -> Flask:
+    return app_with(server={"issuer": "https://id.example"})
 
 
 def test_session_cookie_is_secure_under_https(https_app):

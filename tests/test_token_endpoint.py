@@ -748,3 +748,17 @@ def test_body_over_the_size_limit_is_refused_without_a_500(client, rp_client):
 def test_other_methods_are_not_allowed(client, method):
     response = client.open("/token?grant_type=client_credentials", method=method)
     assert response.status_code == 405
+
+
+def test_https_issuer_behind_a_tls_proxy_accepts_plain_http_from_the_proxy(app_with):
+    # A TLS-terminating proxy forwards plain http; the provider must judge transport by its https issuer.
+    app = app_with(server={"issuer": "https://id.example"})
+    machine = create_test_client(app, grant_types=["client_credentials"], redirect_uris=[], scope="openid api:read")
+    response = app.test_client().post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(machine.client_id, machine.client_secret),
+        base_url="http://id.example",
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["scope"] == "api:read"

@@ -6,9 +6,11 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri, url_decode, urlparse
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter as _IssuerParameter
 from flask import Flask, Response, current_app
+from flask import request as flask_request
 
 from ..provider import current_provider
 from ..store import audit
@@ -44,12 +46,30 @@ class IssuerParameter(_IssuerParameter):
         return current_provider().issuer
 
 
+class IssuerURLRequest(FlaskOAuth2Request):
+    """The Flask request, with its URL as clients see it: under the issuer.
+
+    Behind a TLS-terminating proxy the app sees plain http, and Authlib would refuse every request as
+    ``insecure_transport``; the issuer is https (or loopback) by configuration, so its URL is the true one.
+    """
+
+    def __init__(self, request: Any) -> None:
+        OAuth2Request.__init__(
+            self,
+            method=request.method,
+            uri=current_provider().url(request.full_path.rstrip("?")),
+            headers=request.headers,
+        )
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+
 class AuthorizationServer(_AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         # The authorization endpoint passes a request rebuilt from stored parameters when it resumes.
         if isinstance(request, OAuth2Request):
             return request
-        return super().create_oauth2_request(request)
+        return IssuerURLRequest(flask_request)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         # The grant and refresh token were added to the transaction when the token was generated.
