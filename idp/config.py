@@ -280,11 +280,11 @@ def _check_issuer(issuer: str) -> None:
         raise ConfigError("server.issuer", "must not have a query or fragment")
     if issuer.endswith("/"):
         raise ConfigError("server.issuer", "must not end with '/' (it is compared byte for byte)")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError("server.issuer", "must use https unless the host is localhost or a loopback address")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -17,25 +17,23 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         return False
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
-        return issue_id_token(
-            client=request.client,
-            user=request.user,
-            grant=request.idp_grant,
-            scope=token["scope"],
-            nonce=request.authorization_code.get_nonce(),
-            access_token=token["access_token"],
-        )
+        return _id_token_for(token, request, nonce=request.authorization_code.get_nonce())
 
 
 class OpenIDRefresh(oidc_grants.OpenIDToken):
     """A fresh ID token on refresh: same ``sub``, ``aud`` and ``auth_time``, new ``iat``, no ``nonce``."""
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
-        return issue_id_token(
-            client=request.client,
-            user=request.user,
-            grant=request.idp_grant,
-            scope=token["scope"],
-            nonce=None,
-            access_token=token["access_token"],
-        )
+        return _id_token_for(token, request, nonce=None)
+
+
+def _id_token_for(token: dict[str, Any], request: Any, nonce: str | None) -> str:
+    """The ID token for a token response; the grant made or used for it is ``request.idp_grant``."""
+    return issue_id_token(
+        client=request.client,
+        user=request.user,
+        grant=request.idp_grant,
+        scope=token["scope"],
+        nonce=nonce,
+        access_token=token["access_token"],
+    )

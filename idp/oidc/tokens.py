@@ -17,6 +17,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from .. import clock
+from ..config import SIGNING_ALGORITHMS
 from ..provider import current_provider
 from ..security import new_token, sha256_hex
 from ..store import grants as grant_store
@@ -123,19 +124,24 @@ def _revoked_key(jti: str) -> str:
     return "revoked-access-token:" + sha256_hex(jti)
 
 
+def _decode_signed_by_us(token: str) -> jwt.Token | None:
+    """The token if it is a compact JWS signed by one of our published keys, else None (claims unchecked)."""
+    if not isinstance(token, str) or not token or len(token) > 8192 or token.count(".") != 2:
+        return None
+    try:
+        return jwt.decode(token, current_provider().keys.verification_keys(), algorithms=list(SIGNING_ALGORITHMS))
+    except (JoseError, ValueError, TypeError):
+        return None
+
+
 def read_access_token(token: str) -> AccessToken | None:
     """The access token if it is one of ours, correctly signed, of the access-token type and not expired.
 
     Revocation is not checked here: callers ask :meth:`AccessToken.is_revoked`.
     """
     provider = current_provider()
-    if not token or len(token) > 4096 or token.count(".") != 2:
-        return None
-    try:
-        decoded = jwt.decode(token, provider.keys.verification_keys(), algorithms=["RS256", "ES256"])
-    except (JoseError, ValueError, TypeError):
-        return None
-    if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
+    decoded = _decode_signed_by_us(token)
+    if decoded is None or decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
         return None  # an ID token is not an access token
     claims = decoded.claims
     if claims.get("iss") != provider.issuer or not isinstance(claims.get("exp"), int):
@@ -199,13 +205,8 @@ def _epoch(moment: dt.datetime) -> int:
 def read_id_token_hint(token: str) -> dict[str, Any] | None:
     """Claims of an ID token this provider issued, expired or not (for ``id_token_hint``)."""
     provider = current_provider()
-    if not token or len(token) > 8192 or token.count(".") != 2:
-        return None
-    try:
-        decoded = jwt.decode(token, provider.keys.verification_keys(), algorithms=["RS256", "ES256"])
-    except (JoseError, ValueError, TypeError):
-        return None
-    if decoded.header.get("typ") == ACCESS_TOKEN_TYPE:
+    decoded = _decode_signed_by_us(token)
+    if decoded is None or decoded.header.get("typ") == ACCESS_TOKEN_TYPE:
         return None
     claims = decoded.claims
     if claims.get("iss") != provider.issuer or not isinstance(claims.get("sub"), str):

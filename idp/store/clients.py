@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 
 from .. import clock
+from ..config import SIGNING_ALGORITHMS, is_loopback_host
 from ..extensions import db
 from ..scopes import USER_SCOPES
 from ..security import new_token, sha256_hex
@@ -23,7 +23,7 @@ from .models import Client
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SUBJECT_TYPES = ("pairwise", "public")
-ID_TOKEN_ALGS = ("RS256", "ES256")
+ID_TOKEN_ALGS = SIGNING_ALGORITHMS
 _SCOPE_TOKEN = re.compile(r"^[a-z][a-z0-9_.:\-]{0,63}$")
 
 
@@ -121,17 +121,8 @@ def _check_uri(option: str, uri: str, allow_http_loopback: bool = True) -> None:
         raise InvalidRegistration(option, f"{uri!r} must be an absolute https URL")
     if parts.fragment or "#" in uri:
         raise InvalidRegistration(option, f"{uri!r} must not have a fragment")
-    if parts.scheme == "http" and not (allow_http_loopback and _is_loopback(parts.hostname)):
+    if parts.scheme == "http" and not (allow_http_loopback and is_loopback_host(parts.hostname)):
         raise InvalidRegistration(option, f"{uri!r} must use https (http only for localhost or a loopback address)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_public_jwks(jwks: dict[str, Any]) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...config import SIGNING_ALGORITHMS
 from ...provider import Provider
 from ...scopes import ACR_VALUES, SCOPE_CLAIMS, all_claims
 from .. import paths
 from ..grants.client_methods import ALL_METHODS, CONFIDENTIAL_METHODS
 
-SIGNING_ALGS = ["RS256", "ES256"]
+SIGNING_ALGS = list(SIGNING_ALGORITHMS)
 
 
 def provider_metadata(provider: Provider) -> dict[str, Any]:

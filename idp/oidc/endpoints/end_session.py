@@ -14,6 +14,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint as _EndSessionEndpoint
 from authlib.oidc.rpinitiated import EndSessionRequest
 from flask import g
 
+from ...config import SIGNING_ALGORITHMS
 from ...provider import current_provider
 from ...web import login_state
 from ..tokens import read_id_token_hint
@@ -31,7 +32,7 @@ class EndSessionEndpoint(_EndSessionEndpoint):
         return current_provider().keys.jwks()
 
     def get_algorithms(self) -> list[str]:
-        return ["RS256", "ES256"]
+        return list(SIGNING_ALGORITHMS)
 
     def is_post_logout_redirect_uri_legitimate(
         self, request: Any, post_logout_redirect_uri: str, client: Any, logout_hint: str | None
