@@ -256,6 +256,16 @@ REDIRECT_ERROR_CASES = [
     pytest.param({"claims": "[1, 2]"}, "invalid_request", id="claims-array"),
     pytest.param({"claims": '{"id_token": "national_id"}'}, "invalid_request", id="claims-member-not-object"),
     pytest.param({"claims": '{"userinfo": {"name": 5}}'}, "invalid_request", id="claims-claim-not-object"),
+    pytest.param(
+        {"claims": '{"id_token": {"acr": {"essential": true, "values": 5}}}'},
+        "invalid_request",
+        id="claims-values-not-array",
+    ),
+    pytest.param(
+        {"claims": '{"id_token": {"acr": {"essential": "yes", "values": ["urn:hoviyat:loa:2"]}}}'},
+        "invalid_request",
+        id="claims-essential-not-boolean",
+    ),
     pytest.param({"prompt": "none login"}, "invalid_request", id="prompt-none-login"),
     pytest.param({"prompt": "consent none"}, "invalid_request", id="prompt-consent-none"),
     pytest.param({"id_token_hint": "not-a-token"}, "invalid_request", id="id_token_hint-garbage"),

@@ -50,10 +50,22 @@ def parse_claims_request(raw: str | None) -> dict[str, Any] | None:
         if not isinstance(members, dict):
             raise InvalidRequestError(f"The 'claims.{target}' member must be a JSON object.")
         for name, spec in members.items():
-            if spec is not None and not isinstance(spec, dict):
-                raise InvalidRequestError(f"The request for claim {quoted(name)} must be null or an object.")
+            _check_claim_request(name, spec)
         accepted[target] = members
     return accepted or None
+
+
+def _check_claim_request(name: str, spec: Any) -> None:
+    """One claim's request (Core section 5.5.1): null, or an object whose ``essential`` is a boolean and
+    whose ``values`` is an array."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise InvalidRequestError(f"The request for claim {quoted(name)} must be null or an object.")
+    if "essential" in spec and not isinstance(spec["essential"], bool):
+        raise InvalidRequestError(f"'essential' of claim {quoted(name)} must be true or false.")
+    if "values" in spec and not isinstance(spec["values"], list):
+        raise InvalidRequestError(f"'values' of claim {quoted(name)} must be an array.")
 
 
 def requested_claim_names(claims_request: dict[str, Any] | None, target: str | None = None) -> list[str]:

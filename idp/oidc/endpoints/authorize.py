@@ -201,7 +201,7 @@ def check_acr(claims_request: dict[str, Any] | None) -> None:
     if not isinstance(requested, dict) or not requested.get("essential"):
         return
     values = requested.get("values") or ([requested["value"]] if "value" in requested else [])
-    if values and ACR_ONE_FACTOR not in values:
+    if values and ACR_ONE_FACTOR not in values:  # parse_claims_request made sure "values" is a list
         raise UnmetAuthenticationRequirementsError("The essential acr value requested cannot be met.")
 
 
