@@ -10,6 +10,17 @@ from .digits import to_ascii_digits
 _SEPARATORS = re.compile(r"[\s\-().]")
 
 
+def national_format(e164: str) -> str:
+    """``+989121234567`` -> ``09121234567``, as people write their number."""
+    return "0" + e164.removeprefix("+98") if e164.startswith("+98") else e164
+
+
+def mask_mobile(e164: str) -> str:
+    """``+989121234567`` -> ``0912***4567``: enough for the owner to recognise, not to reveal it to others."""
+    national = national_format(e164)
+    return f"{national[:4]}***{national[-4:]}"
+
+
 def normalize_mobile(raw: str) -> str:
     """``09121234567``, ``9121234567``, ``+98 912 123 4567`` and ``00989121234567`` all become ``+989121234567``."""
     number = _SEPARATORS.sub("", to_ascii_digits(raw).strip())
