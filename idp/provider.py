@@ -8,6 +8,9 @@ from flask import current_app
 
 from .config import Config
 from .keys import KeyRing
+from .mail import MailSender
+from .registry import IdentityRegistry
+from .sms import SmsSender
 from .store.kv import KeyValueStore
 
 
@@ -16,6 +19,9 @@ class Provider:
     config: Config
     store: KeyValueStore
     keys: KeyRing
+    registry: IdentityRegistry
+    sms: SmsSender
+    mail: MailSender
 
     @property
     def issuer(self) -> str:
