@@ -17,7 +17,11 @@ from werkzeug.exceptions import HTTPException
 from .config import Config, database_url, load_config, with_generated_secrets
 from .extensions import babel, csrf, db, limiter, migrate
 from .keys import KeyManagementError, KeyRing
+from .mail import mail_sender_from_config
 from .provider import Provider
+from .registry import registry_from_config
+from .registry.demo import ensure_demo_registry
+from .sms import sender_from_config
 from .store.kv import StoreUnavailable, store_from_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,12 +54,19 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         BABEL_DEFAULT_LOCALE=config.ui.default_locale,
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
         RATELIMIT_STORAGE_URI=store.limiter_uri,
-        RATELIMIT_KEY_PREFIX=config.redis.key_prefix + "limits",
         RATELIMIT_HEADERS_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    if config.registry.backend == "file" and not config.registry.path:
+        # The embedded default: demo identities, so a fresh clone can register people (they are not real).
+        ensure_demo_registry(config.var_file("", "registry.json"))
     app.extensions["idp"] = Provider(
-        config=config, store=store, keys=KeyRing(config.keys.dir, config.keys.reload_interval)
+        config=config,
+        store=store,
+        keys=KeyRing(config.keys.dir, config.keys.reload_interval),
+        registry=registry_from_config(config),
+        sms=sender_from_config(config),
+        mail=mail_sender_from_config(config),
     )
 
     db.init_app(app)
@@ -89,10 +100,14 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     from .account import bp as account_bp
     from .auth import bp as auth_bp
     from .oidc import bp as oidc_bp
+    from .register import bp as register_bp
+    from .web.captcha import bp as captcha_bp
 
     app.register_blueprint(oidc_bp)
     app.register_blueprint(auth_bp)
+    app.register_blueprint(register_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(captcha_bp)
     _install_error_pages(app)
 
     from .cli import register_commands

@@ -98,6 +98,75 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    backend: str = "file"
+    path: str = ""
+    url: str = ""
+    api_key: str = ""
+    timeout: int = 5
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    backend: str = "outbox"
+    outbox_path: str = ""
+    http_url: str = ""
+    http_token: str = ""
+    kavenegar_api_key: str = ""
+    kavenegar_template: str = ""
+    kavenegar_url: str = "https://api.kavenegar.com"
+    timeout: int = 5
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    backend: str = "outbox"
+    outbox_path: str = ""
+    from_address: str = "Hoviyat <no-reply@hoviyat.localhost>"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    timeout: int = 10
+
+
+@dataclass(frozen=True)
+class CaptchaConfig:
+    enabled: bool = True
+    length: int = 5
+
+
+@dataclass(frozen=True)
+class OtpConfig:
+    length: int = 6
+    ttl: int = 120
+    max_tries: int = 5
+    resend_interval: int = 60
+    per_mobile: str = "5 per hour"
+    per_ip: str = "20 per hour"
+
+
+@dataclass(frozen=True)
+class LoginConfig:
+    delay_after_failures: int = 3
+    max_delay: int = 300
+    captcha_after_failures: int = 5
+    ip_captcha_after_failures: int = 20
+    ip_delay_after_failures: int = 50
+    failure_window: int = 3600
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    phone: str = ""
+    email: str = ""
+    hours: str = ""
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -108,6 +177,13 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
+    otp: OtpConfig = field(default_factory=OtpConfig)
+    login: LoginConfig = field(default_factory=LoginConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
 
     @property
     def var_path(self) -> Path:
@@ -116,6 +192,10 @@ class Config:
     @property
     def uses_https(self) -> bool:
         return self.server.issuer.startswith("https://")
+
+    def var_file(self, configured: str, default_name: str) -> Path:
+        """A configured path, or ``default_name`` under ``server.var_dir`` when the key is empty."""
+        return Path(configured) if configured else self.var_path / default_name
 
 
 SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
@@ -258,17 +338,72 @@ def validate(config: Config) -> None:
         raise ConfigError("identity.trust_framework", "must not be empty")
     from limits import parse_many
 
-    for key in ("login_per_ip", "token_per_ip"):
+    rates = [("limits", "login_per_ip"), ("limits", "token_per_ip"), ("otp", "per_mobile"), ("otp", "per_ip")]
+    for section, key in rates:
         try:
-            parse_many(getattr(config.limits, key))
+            parse_many(getattr(getattr(config, section), key))
         except ValueError:
-            raise ConfigError(f"limits.{key}", "must be a rate such as '30 per minute'") from None
+            raise ConfigError(f"{section}.{key}", "must be a rate such as '30 per minute'") from None
+    _validate_accounts(config)
+
+
+def _validate_accounts(config: Config) -> None:
+    """The registry, SMS, mail, CAPTCHA, one-time-code and login-throttle sections."""
+    registry = config.registry
+    _one_of("registry.backend", registry.backend, ("file", "http"))
+    if registry.backend == "http":
+        _http_url("registry.url", registry.url)
+    _positive(config, "registry", "timeout")
+    if not 0 <= registry.retries <= 5:
+        raise ConfigError("registry.retries", f"must be between 0 and 5, got {registry.retries}")
+
+    sms = config.sms
+    _one_of("sms.backend", sms.backend, ("outbox", "http", "kavenegar"))
+    if sms.backend == "http":
+        _http_url("sms.http_url", sms.http_url)
+    if sms.backend == "kavenegar":
+        for key in ("kavenegar_api_key", "kavenegar_template"):
+            if not getattr(sms, key):
+                raise ConfigError(f"sms.{key}", "is required with sms.backend = 'kavenegar'")
+        _http_url("sms.kavenegar_url", sms.kavenegar_url)
+    _positive(config, "sms", "timeout")
+
+    mail = config.mail
+    _one_of("mail.backend", mail.backend, ("outbox", "smtp"))
+    if mail.backend == "smtp" and not mail.smtp_host:
+        raise ConfigError("mail.smtp_host", "is required with mail.backend = 'smtp'")
+    if "@" not in mail.from_address:
+        raise ConfigError("mail.from_address", "must be an email address")
+    _positive(config, "mail", "timeout")
+
+    if not 4 <= config.captcha.length <= 8:
+        raise ConfigError("captcha.length", "must be between 4 and 8")
+    otp = config.otp
+    if not 6 <= otp.length <= 10:
+        raise ConfigError("otp.length", "must be between 6 and 10 digits")
+    for key in ("ttl", "max_tries", "resend_interval"):
+        _positive(config, "otp", key)
+    keys = ("delay_after_failures", "max_delay", "captcha_after_failures", "ip_captcha_after_failures")
+    for key in (*keys, "ip_delay_after_failures"):
+        _positive(config, "login", key)
+    _positive(config, "login", "failure_window")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _http_url(key: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(key, f"must be an http(s) URL, got {value!r}")
 
 
 def _positive(config: Config, section: str, key: str) -> None:
     value = getattr(getattr(config, section), key)
     if value <= 0:
-        raise ConfigError(f"{section}.{key}", f"must be a positive number of seconds, got {value}")
+        raise ConfigError(f"{section}.{key}", f"must be a positive number, got {value}")
 
 
 def _check_issuer(issuer: str) -> None:

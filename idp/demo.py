@@ -21,6 +21,8 @@ from .extensions import db
 from .oidc import paths
 from .passwords import hash_password
 from .provider import current_provider
+from .registry.demo import DEMO_PEOPLE
+from .rules.birthdate import gregorian_to_jalali
 from .store import commit
 from .store.clients import Registration, create_client, rotate_secret
 from .store.models import Client
@@ -30,10 +32,10 @@ from .store.users import create_user, find_user_by_national_code
 DEMO_CLIENT_NAME = "Hoviyat demo relying party"
 DEMO_REDIRECT_URI = "http://127.0.0.1:8080/callback"
 DEMO_PASSWORD = "hoviyat-demo-2026"
+#: Accounts made by the demo: the first two people of the demo registry.
 DEMO_USERS = [
-    # national code (valid check digit), mobile, birth date, given name, family name
-    ("0012345679", "+989121234567", dt.date(1990, 3, 21), "علی", "رضایی"),
-    ("0499370899", "+989351112233", dt.date(1985, 9, 23), "مریم", "احمدی"),
+    (code, mobiles[0], dt.date.fromisoformat(born), given, family)
+    for code, born, given, family, mobiles in DEMO_PEOPLE[:2]
 ]
 
 
@@ -68,6 +70,11 @@ def set_up() -> dict[str, object]:
     return {"client_id": client.client_id, "client_secret": secret, "new_keys": new_keys}
 
 
+def _jalali(iso_date: str) -> str:
+    year, month, day = gregorian_to_jalali(dt.date.fromisoformat(iso_date))
+    return f"{year}/{month}/{day}"
+
+
 def instructions(client_id: str, client_secret: str) -> str:
     provider = current_provider()
     verifier = secrets.token_urlsafe(48)
@@ -85,6 +92,12 @@ def instructions(client_id: str, client_secret: str) -> str:
         }
     )
     users = "\n".join(f"    national code {code}  ({given} {family})" for code, _, _, given, family in DEMO_USERS)
+    newcomers = "\n".join(
+        f"    mobile 0{mobiles[0][3:]}  national code {code}  born {_jalali(born)}"
+        for code, born, _, _, mobiles in DEMO_PEOPLE[2:]
+    )
+    config = provider.config
+    outbox = config.var_file(config.sms.outbox_path, "sms-outbox.jsonl")
     return f"""
 Hoviyat is set up.
 
@@ -106,6 +119,12 @@ Try a login once the server below is running:
        -d code_verifier={verifier} -d code=PASTE_THE_CODE {provider.url(paths.TOKEN)}
   3. The answer holds an ID token with the verified national ID, and an access token for
      {provider.url(paths.USERINFO)}.
+
+Register a new account at {provider.url("/register")} as one of the demo registry's people
+(Jalali birth dates; any strong password):
+{newcomers}
+Text messages are not sent in the demo: codes are written to {outbox}
+(`tail -f` it). The demo registry is {config.var_file(config.registry.path, "registry.json")}.
 """
 
 

@@ -1,5 +1,6 @@
 """Flask extensions, created once here and bound to the app in :func:`idp.create_app`."""
 
+from flask import current_app
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -21,4 +22,12 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def _client_key() -> str:
+    # The deployment's key prefix goes into the key itself, so several deployments (or test runs) sharing one
+    # Redis never share counters.
+    return current_app.extensions["idp"].config.redis.key_prefix + (get_remote_address() or "-")
+
+
+limiter = Limiter(key_func=_client_key, default_limits=[])

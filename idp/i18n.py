@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jdatetime
 from babel.messages.mofile import write_mo
@@ -15,6 +16,7 @@ from flask_babel import get_locale
 
 from .config import SUPPORTED_LOCALES
 from .rules.digits import to_persian_digits
+from .rules.mobile import mask_mobile, national_format
 
 log = logging.getLogger(__name__)
 TRANSLATIONS_DIR = Path(__file__).parent / "translations"
@@ -53,6 +55,13 @@ def localize_digits(value: object) -> str:
     return to_persian_digits(text) if is_rtl() else text
 
 
+def display_mobile(e164: str, masked: bool = False) -> str:
+    """A mobile number as people write it (``0912 …``), optionally masked (``0912***4567``), in the reader's
+    digits, wrapped in a left-to-right isolate so it does not read backwards inside Persian text."""
+    shown = mask_mobile(e164) if masked else national_format(e164)
+    return "\u2066" + localize_digits(shown) + "\u2069"
+
+
 def format_date(value: dt.date | dt.datetime | None) -> str:
     """A date as the reader reads it: Jalali with Persian digits in Persian, ISO Gregorian in English."""
     if value is None:
@@ -63,6 +72,19 @@ def format_date(value: dt.date | dt.datetime | None) -> str:
         return value.isoformat()
     jalali = jdatetime.date.fromgregorian(date=value)
     return to_persian_digits(f"{jalali.day} {_JALALI_MONTHS_FA[jalali.month - 1]} {jalali.year}")
+
+
+TEHRAN = ZoneInfo("Asia/Tehran")
+
+
+def format_moment(value: dt.datetime | None) -> str:
+    """A moment as the reader reads it, in Iran's time: Jalali date and Persian digits in Persian."""
+    if value is None:
+        return ""
+    local = value.astimezone(TEHRAN)
+    if not is_rtl():
+        return local.strftime("%Y-%m-%d %H:%M")
+    return f"{format_date(local.date())}، {to_persian_digits(local.strftime('%H:%M'))}"
 
 
 def compile_translations(directory: Path = TRANSLATIONS_DIR) -> None:
@@ -89,8 +111,16 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["digits"] = localize_digits
     app.jinja_env.filters["date"] = format_date
     app.jinja_env.filters["claim_label"] = claim_label
+    app.jinja_env.filters["when"] = format_moment
+    app.jinja_env.filters["mobile"] = display_mobile
 
     @app.context_processor
     def locale_context() -> dict[str, object]:
         locale = str(get_locale())
-        return {"locale": locale, "rtl": locale == "fa", "text_direction": "rtl" if locale == "fa" else "ltr"}
+        ttl = current_app.extensions["idp"].config.otp.ttl
+        return {
+            "locale": locale,
+            "rtl": locale == "fa",
+            "text_direction": "rtl" if locale == "fa" else "ltr",
+            "code_minutes": localize_digits(max(1, round(ttl / 60))),
+        }

@@ -9,6 +9,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "phone": ("phone_number", "phone_number_verified"),
     "email": ("email", "email_verified"),
     "national_id": ("national_id", "verified_claims"),
+    "address": ("address",),
 }
 
 #: Scopes about a person; a client-credentials token, which has no person, can never carry them.
@@ -23,6 +24,19 @@ AUTHENTICATION_CLAIMS = frozenset({"auth_time", "acr", "amr"})
 ACR_ONE_FACTOR = "urn:hoviyat:loa:1"
 ACR_TWO_FACTORS = "urn:hoviyat:loa:2"
 ACR_VALUES = (ACR_ONE_FACTOR, ACR_TWO_FACTORS)
+
+#: Authentication methods (RFC 8176): a password, a code by SMS, a code from an authenticator app or a
+#: recovery code.
+KNOWLEDGE_METHODS = frozenset({"pwd"})
+POSSESSION_METHODS = frozenset({"sms", "otp"})
+
+
+def acr_for(amr: list[str]) -> str:
+    """Two factors (something known and something held) make ``loa:2``; anything less is ``loa:1``."""
+    methods = set(amr)
+    if methods & KNOWLEDGE_METHODS and methods & POSSESSION_METHODS:
+        return ACR_TWO_FACTORS
+    return ACR_ONE_FACTOR
 
 
 def claims_for_scopes(scopes: list[str] | set[str]) -> list[str]:

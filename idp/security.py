@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import secrets
 
+from flask import current_app
+
 
 def new_token(nbytes: int = 32) -> str:
     """A URL-safe random string with ``nbytes`` bytes of entropy (codes, refresh tokens, client secrets)."""
@@ -20,6 +22,13 @@ def sha256_hex(value: str) -> str:
     password hash on the token path would only cost every request.
     """
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def keyed_hash(value: str, purpose: str) -> str:
+    """HMAC-SHA256 under the server secret, for short secrets (one-time and recovery codes): a stolen copy of
+    the database or store alone does not let anyone try every value."""
+    key = current_app.extensions["idp"].config.server.secret_key.encode()
+    return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def matches_hash(value: str, expected_hex: str | None) -> bool:

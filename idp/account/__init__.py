@@ -1,24 +1,33 @@
-"""The ``account`` blueprint: the signed-in user's home page and the language switcher."""
+"""The ``account`` blueprint: the signed-in user's pages (profile, security, sessions, connected apps,
+activity), the support page and the language switcher. One module per page group."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, g, redirect, request, session, url_for
 
 from ..config import SUPPORTED_LOCALES
-from ..web.forms import LogoutForm
 from ..web.login_state import current_session
 
 bp = Blueprint("account", __name__)
 
 
-@bp.get("/")
-def home() -> Response | str:
-    login = current_session()
-    if login is None:
-        return redirect(url_for("auth.login"))
-    return render_template("account/home.html", user=login.user, login=login, logout_form=LogoutForm())
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Pages about the account: the user must be logged in; ``g.login`` is their session."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        login = current_session()
+        if login is None:
+            return redirect(url_for("auth.login"))
+        g.login = login
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 @bp.get("/language/<code>")
@@ -31,3 +40,6 @@ def switch_language(code: str) -> Response:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = "/"
     return redirect(target)
+
+
+from . import activity, apps, profile, security, sessions, support  # noqa: E402, F401

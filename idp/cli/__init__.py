@@ -22,9 +22,10 @@ def register_commands(app: Flask) -> None:
     from .clients import clients
     from .keys import keys
     from .serve import serve
+    from .support import support
     from .users import users
 
-    for command in (serve, keys, clients, users, audit):
+    for command in (serve, keys, clients, users, audit, support):
         app.cli.add_command(command)
 
 
@@ -53,7 +54,7 @@ cli = FlaskGroup(
     add_version_option=False,
     load_dotenv=False,
     set_debug_flag=False,
-    help="Hoviyat identity provider: serve it and administer clients, keys, users and the audit log.",
+    help="Hoviyat identity provider: serve it and administer clients, keys, users, the audit log and support messages.",
 )
 
 # The provider builds its own app from the configuration: Flask's --app, --env-file and --debug do not apply.

@@ -15,6 +15,7 @@ CLAIM_LABELS = {
     "email": _l("Your email address"),
     "email_verified": _l("Whether your email address is confirmed"),
     "national_id": _l("Your national code"),
+    "address": _l("Your postal address and postal code"),
     "verified_claims": _l("That your name, date of birth and national code were checked against the civil registry"),
 }
 

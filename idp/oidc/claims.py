@@ -147,6 +147,11 @@ def _claim_value(user: User, name: str, claims_request: dict[str, Any] | None, t
             return user.national_code
         case "verified_claims":
             return verified_claims(user, claims_request, target)
+        case "address":
+            if not user.postal_address:
+                return None
+            # OpenID Connect Core section 5.1.1.
+            return {"formatted": user.postal_address, "postal_code": user.postal_code, "country": "IR"}
     return None
 
 

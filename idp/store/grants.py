@@ -75,6 +75,25 @@ def revoke_session_grants(session_id: str, reason: str) -> int:
     return result.rowcount or 0
 
 
+def revoke_user_grants(user_id: str, reason: str, keep_session_id: str | None = None) -> int:
+    """Revoke every grant of the user (all their refresh tokens), except those made in ``keep_session_id``."""
+    query = update(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+    if keep_session_id is not None:
+        query = query.where((Grant.session_id != keep_session_id) | Grant.session_id.is_(None))
+    result = db.session.execute(query.values(revoked_at=clock.now(), revoked_reason=reason))
+    return result.rowcount or 0
+
+
+def revoke_client_grants(user_id: str, client_id: str, reason: str) -> int:
+    """Revoke what one client holds for one user ("revoke" on the connected apps page)."""
+    result = db.session.execute(
+        update(Grant)
+        .where(Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=clock.now(), revoked_reason=reason)
+    )
+    return result.rowcount or 0
+
+
 def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
     """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
     token = new_token(32)

@@ -38,6 +38,9 @@ class KeyValueStore(Protocol):
     def consume(self, key: str) -> dict[str, Any] | None:
         """Atomically read and delete: of two callers, at most one gets the value (single-use records)."""
 
+    def incr(self, key: str, ttl: int) -> int:
+        """Atomically add one to a counter and return the new value; the first increment starts its ``ttl``."""
+
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
 
@@ -100,6 +103,19 @@ class MemoryStore:
                 del self._records[key]
         return None if payload is None else json.loads(payload)
 
+    def incr(self, key: str, ttl: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            payload = self._live(key, now)
+            if payload is None:
+                self._sweep(now)
+                self._records[key] = (now + ttl, "1")
+                return 1
+            expires_at = self._records[key][0]
+            value = int(payload) + 1
+            self._records[key] = (expires_at, str(value))
+            return value
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._records.pop(key, None)
@@ -138,6 +154,16 @@ class RedisStore:
     def consume(self, key: str) -> dict[str, Any] | None:
         payload = self._call("getdel", self.prefix + key)
         return None if payload is None else json.loads(payload)
+
+    def incr(self, key: str, ttl: int) -> int:
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(self.prefix + key)
+                pipe.expire(self.prefix + key, ttl, nx=True)
+                value, _ = pipe.execute()
+        except redis.RedisError as error:
+            raise StoreUnavailable(f"Redis at {self.url} failed: {error.__class__.__name__}") from error
+        return int(value)
 
     def delete(self, key: str) -> None:
         self._call("delete", self.prefix + key)

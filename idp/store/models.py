@@ -52,12 +52,50 @@ class User(db.Model):
     #: When and how the identity was checked; reported as ``verified_claims.verification``.
     identity_verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     identity_evidence: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    postal_address: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(String(10))
+    #: The TOTP seed, encrypted with a key derived from ``server.secret_key`` (it must be read back to check
+    #: codes, so it cannot be hashed); None until the user enrols an authenticator app.
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: The last TOTP time step accepted, so a code cannot be used twice.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     @property
     def name(self) -> str:
         return f"{self.given_name} {self.family_name}"
+
+    @property
+    def has_totp(self) -> bool:
+        return self.totp_enabled_at is not None and self.totp_secret_encrypted is not None
+
+
+class RecoveryCode(db.Model):
+    """A single-use code that stands in for the authenticator app; stored only as a keyed hash."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SupportMessage(db.Model):
+    """A message sent from the support page; admins read them with ``idp support list``."""
+
+    __tablename__ = "support_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Client(db.Model, ClientMixin):

@@ -1,53 +1,272 @@
 """Forms of the hosted pages (Flask-WTF: every form carries ``csrf_token``). Field names follow
-CONTRACTS.md; messages are translated, and digits may be typed in Persian or Arabic-Indic."""
+CONTRACTS.md; messages are translated and tied to their field; digits may be typed in Persian or
+Arabic-Indic; code fields carry ``autocomplete="one-time-code"`` and ``inputmode="numeric"``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, PasswordField, StringField
+from wtforms import Field, HiddenField, PasswordField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
 from ..rules import InvalidInput
 from ..rules.digits import to_ascii_digits
+from ..rules.email import normalize_email
+from ..rules.mobile import normalize_mobile
 from ..rules.national_code import normalize_national_code
+from ..rules.postal_code import normalize_postal_code
+from .captcha import captcha_enabled, check_answer
 
-NATIONAL_CODE_MESSAGES = {
+#: Every rule's message, by the reason its function raises (idp.rules).
+RULE_MESSAGES = {
     "national_code.required": _l("Enter your national code."),
     "national_code.format": _l("The national code has 10 digits."),
     "national_code.invalid": _l("This national code is not valid; check the digits."),
+    "mobile.required": _l("Enter your mobile number."),
+    "mobile.format": _l("Enter an Iranian mobile number, such as 09121234567."),
+    "birthdate.required": _l("Enter your date of birth: day, month and year."),
+    "birthdate.invalid": _l("This date does not exist in the calendar; check the day and month."),
+    "birthdate.future": _l("The date of birth must be in the past."),
+    "birthdate.too_old": _l("Check the year of birth."),
+    "birthdate.format": _l("Enter the date as year-month-day."),
+    "password.too_short": _l("The password must have at least 8 characters."),
+    "password.too_long": _l("The password may have at most 256 characters."),
+    "password.personal": _l("Do not use your national code, mobile number or date of birth as the password."),
+    "password.common": _l("This password is too common and easy to guess; choose another."),
+    "postal_code.required": _l("Enter the postal code."),
+    "postal_code.format": _l("The postal code has 10 digits."),
+    "postal_code.invalid": _l("This postal code is not valid; check the digits."),
+    "email.required": _l("Enter your email address."),
+    "email.format": _l("Enter a valid email address, such as name@example.com."),
 }
+
+
+def rule_message(reason: str) -> str:
+    return str(RULE_MESSAGES[reason])
 
 
 def ascii_digits(value: Any) -> Any:
     return to_ascii_digits(value) if isinstance(value, str) else value
 
 
-class NationalCode:
-    """Validates and normalises a national code field in place."""
+class Rule:
+    """Validate and normalise a field in place with one of the pure rules of :mod:`idp.rules`."""
 
-    def __call__(self, form: FlaskForm, field: StringField) -> None:
+    def __init__(self, normalize: Callable[[str], str]) -> None:
+        self.normalize = normalize
+
+    def __call__(self, form: FlaskForm, field: Field) -> None:
         try:
-            field.data = normalize_national_code(field.data or "")
+            field.data = self.normalize(field.data or "")
         except InvalidInput as error:
-            raise ValidationError(str(NATIONAL_CODE_MESSAGES[error.reason])) from None
+            raise ValidationError(rule_message(error.reason)) from None
 
 
-class LoginForm(FlaskForm):
-    national_code = StringField(
+class CaptchaAnswer:
+    def __call__(self, form: FlaskForm, field: Field) -> None:
+        if not check_answer(field.data):
+            raise ValidationError(str(_l("The digits do not match the picture; try the new one.")))
+
+
+NUMERIC = {"inputmode": "numeric", "dir": "ltr", "autocomplete": "off"}
+
+
+def national_code_field() -> StringField:
+    return StringField(
         _l("National code"),
         filters=[ascii_digits],
-        validators=[InputRequired(_l("Enter your national code.")), NationalCode()],
-        render_kw={"inputmode": "numeric", "autocomplete": "username", "dir": "ltr", "maxlength": 14},
+        validators=[InputRequired(_l("Enter your national code.")), Rule(normalize_national_code)],
+        render_kw={**NUMERIC, "autocomplete": "username", "maxlength": 14},
     )
+
+
+def mobile_field(label: Any = None) -> StringField:
+    return StringField(
+        label or _l("Mobile number"),
+        filters=[ascii_digits],
+        validators=[InputRequired(_l("Enter your mobile number.")), Rule(normalize_mobile)],
+        render_kw={"inputmode": "tel", "dir": "ltr", "autocomplete": "tel", "maxlength": 20},
+    )
+
+
+def code_field() -> StringField:
+    return StringField(
+        _l("Code"),
+        filters=[ascii_digits],
+        validators=[InputRequired(_l("Enter the code you received.")), Length(max=12)],
+        render_kw={**NUMERIC, "autocomplete": "one-time-code", "maxlength": 12},
+    )
+
+
+def captcha_field() -> StringField:
+    return StringField(
+        _l("Security code"),
+        filters=[ascii_digits],
+        validators=[CaptchaAnswer()],
+        render_kw={**NUMERIC, "maxlength": 8},
+    )
+
+
+def new_password_fields() -> tuple[PasswordField, PasswordField]:
     password = PasswordField(
-        _l("Password"),
+        _l("New password"),
+        validators=[DataRequired(_l("Choose a password.")), Length(max=256)],
+        render_kw={"autocomplete": "new-password", "dir": "ltr"},
+    )
+    confirm = PasswordField(
+        _l("Repeat the password"),
+        validators=[DataRequired(_l("Type the password again."))],
+        render_kw={"autocomplete": "new-password", "dir": "ltr"},
+    )
+    return password, confirm
+
+
+def current_password_field(label: Any = None) -> PasswordField:
+    return PasswordField(
+        label or _l("Password"),
         validators=[DataRequired(_l("Enter your password.")), Length(max=256)],
         render_kw={"autocomplete": "current-password", "dir": "ltr"},
     )
+
+
+class WithCaptcha(FlaskForm):
+    """A form whose ``captcha`` field is dropped when CAPTCHA is off (or, for login, not needed yet)."""
+
+    captcha = captcha_field()
+
+    def __init__(self, *args: Any, show_captcha: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if show_captcha is None:
+            show_captcha = captcha_enabled()
+        if not show_captcha:
+            del self.captcha
+
+    @property
+    def shows_captcha(self) -> bool:
+        return "captcha" in self._fields
+
+
+class NewPasswordMixin:
+    def validate_password_confirm(self, field: Field) -> None:
+        if field.data != self.password.data:  # type: ignore[attr-defined]
+            raise ValidationError(str(_l("The two passwords are not the same.")))
+
+
+# -- login ----------------------------------------------------------------------------------------------
+
+
+class LoginForm(WithCaptcha):
+    national_code = national_code_field()
+    password = current_password_field()
     tx = HiddenField()
+
+
+class OtpLoginStartForm(WithCaptcha):
+    national_code = national_code_field()
+    tx = HiddenField()
+
+
+class CodeForm(FlaskForm):
+    code = code_field()
+    tx = HiddenField()
+
+
+class PasswordForm(FlaskForm):
+    password = current_password_field()
+    tx = HiddenField()
+
+
+# -- registration, recovery, mobile change --------------------------------------------------------------
+
+
+class RegisterStartForm(WithCaptcha):
+    mobile = mobile_field()
+    tx = HiddenField()
+
+
+class RegisterDetailsForm(NewPasswordMixin, FlaskForm):
+    national_code = national_code_field()
+    birth_year = StringField(_l("Year"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 4})
+    birth_month = StringField(_l("Month"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 2})
+    birth_day = StringField(_l("Day"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 2})
+    password, password_confirm = new_password_fields()
+    code = code_field()
+    tx = HiddenField()
+
+
+class ForgotStartForm(WithCaptcha):
+    national_code = national_code_field()
+    tx = HiddenField()
+
+
+class ResetPasswordForm(NewPasswordMixin, FlaskForm):
+    code = code_field()
+    password, password_confirm = new_password_fields()
+    tx = HiddenField()
+
+
+class ChangeMobileStartForm(WithCaptcha):
+    national_code = national_code_field()
+    mobile = mobile_field(_l("New mobile number"))
+
+
+class ChangeMobileConfirmForm(FlaskForm):
+    code = code_field()
+    password = current_password_field()
+
+
+# -- account ------------------------------------------------------------------------------------------
+
+
+class ChangePasswordForm(NewPasswordMixin, FlaskForm):
+    current_password = current_password_field(_l("Current password"))
+    password, password_confirm = new_password_fields()
+
+
+class EmailForm(FlaskForm):
+    email = StringField(
+        _l("Email address"),
+        validators=[InputRequired(_l("Enter your email address.")), Rule(normalize_email)],
+        render_kw={"inputmode": "email", "autocomplete": "email", "dir": "ltr", "maxlength": 254},
+    )
+
+
+class AddressForm(FlaskForm):
+    postal_address = TextAreaField(
+        _l("Postal address"),
+        validators=[DataRequired(_l("Enter your postal address.")), Length(max=500)],
+        render_kw={"autocomplete": "street-address", "rows": 3},
+    )
+    postal_code = StringField(
+        _l("Postal code"),
+        filters=[ascii_digits],
+        validators=[InputRequired(_l("Enter the postal code.")), Rule(normalize_postal_code)],
+        render_kw={**NUMERIC, "autocomplete": "postal-code", "maxlength": 12},
+    )
+
+
+class TotpEnableForm(FlaskForm):
+    code = code_field()
+
+
+class TotpDisableForm(FlaskForm):
+    password = current_password_field()
+
+
+class SupportForm(FlaskForm):
+    name = StringField(_l("Your name"), validators=[DataRequired(_l("Enter your name.")), Length(max=200)])
+    contact = StringField(
+        _l("Mobile number or email, for our answer"),
+        validators=[DataRequired(_l("Tell us how to reach you.")), Length(max=254)],
+        render_kw={"dir": "ltr"},
+    )
+    subject = StringField(_l("Subject"), validators=[DataRequired(_l("Enter a subject.")), Length(max=200)])
+    body = TextAreaField(
+        _l("Message"), validators=[DataRequired(_l("Write your message.")), Length(max=5000)], render_kw={"rows": 6}
+    )
 
 
 class ConsentForm(FlaskForm):
@@ -58,5 +277,8 @@ class ConsentForm(FlaskForm):
             raise ValidationError("decision must be allow or deny")
 
 
-class LogoutForm(FlaskForm):
-    pass
+class ButtonForm(FlaskForm):
+    """A form that is only a button: CSRF token and nothing else (logout, revoke, send again...)."""
+
+
+LogoutForm = ButtonForm

@@ -10,7 +10,9 @@ import secrets
 
 from flask import g, request, session
 
+from .. import clock
 from ..provider import current_provider
+from ..scopes import acr_for
 from ..store import audit, commit
 from ..store import grants as grant_store
 from ..store import sessions as session_store
@@ -37,9 +39,10 @@ def browser_binding() -> str:
     return session["binding"]
 
 
-def log_in(user: User, *, amr: list[str], acr: str) -> UserSession:
+def log_in(user: User, *, amr: list[str]) -> UserSession:
     """Start a login session for ``user`` in this browser, ending any earlier one, and rotate the cookie."""
     config = current_provider().config
+    acr = acr_for(amr)
     previous = current_session()
     if previous is not None:
         session_store.end_session(previous)
@@ -58,6 +61,31 @@ def log_in(user: User, *, amr: list[str], acr: str) -> UserSession:
     session["sid"] = login.id
     g.idp_login = login
     return login
+
+
+def add_factor(login: UserSession, method: str) -> UserSession:
+    """The user just proved one more factor in this session (step-up): ``amr`` grows, ``acr`` follows, and
+    ``auth_time`` becomes now, since the user has just authenticated again. The cookie is rotated."""
+    login.amr = list(dict.fromkeys([*login.amr, method]))
+    login.acr = acr_for(login.amr)
+    login.auth_time = clock.now()
+    audit.record("login.step_up", user_id=login.user_id, method=method, session_id=login.id, acr=login.acr)
+    commit()
+    regenerate()
+    return login
+
+
+def end_other_sessions(user: User, keep: UserSession | None, reason: str) -> int:
+    """End every session of ``user`` but ``keep`` and revoke every refresh token not made in ``keep``
+    (also those of sessions that already ended, which may still hold live refresh tokens). Not committed."""
+    ended = 0
+    for login in session_store.live_sessions_of(user.id):
+        if keep is not None and login.id == keep.id:
+            continue
+        session_store.end_session(login)
+        ended += 1
+    grant_store.revoke_user_grants(user.id, reason, keep_session_id=keep.id if keep is not None else None)
+    return ended
 
 
 def log_out(*, hinted_session_id: str | None = None, reason: str) -> list[str]:

@@ -6,10 +6,12 @@ A request goes through named checks in order:
    ``redirect_uri`` gets an error page, never a redirect (RFC 6749 section 4.1.2.1);
 2. :func:`check_request_parameters`: what we do not support, and values of the wrong shape;
 3. Authlib's validation: ``response_type``, scopes, PKCE (``S256`` required), ``nonce``;
-4. :func:`check_acr`: an essential ``acr`` we cannot meet;
-5. :func:`needs_login`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``;
-6. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
-7. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
+4. :func:`required_acr`: the assurance level asked for (an essential one we cannot meet is an error);
+5. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``;
+   after ``max_age`` the new login must also end with a second factor (step-up);
+6. a second factor when ``urn:hoviyat:loa:2`` is asked for and the session has one factor;
+7. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
+8. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
 
 When the user has to log in or consent, the request is kept in the key-value store as a pending
 authorization, bound to this browser, and resumed afterwards from there.
@@ -29,7 +31,7 @@ from werkzeug.datastructures import MultiDict
 from ... import clock
 from ...i18n import first_supported
 from ...provider import current_provider
-from ...scopes import ACR_ONE_FACTOR
+from ...scopes import ACR_ONE_FACTOR, ACR_TWO_FACTORS, ACR_VALUES
 from ...security import new_token
 from ...store.clients import get_client
 from ...store.consents import consent_covers, find_consent
@@ -195,40 +197,49 @@ def check_request_parameters(params: MultiDict[str, str]) -> None:
         raise InvalidRequestError("The 'id_token_hint' is not an ID token issued by this provider.")
 
 
-def check_acr(claims_request: dict[str, Any] | None) -> None:
-    """An essential ``acr`` (Core section 5.5.1.1) that a password login cannot meet is an error."""
+def required_acr(params: MultiDict[str, str], claims_request: dict[str, Any] | None) -> str:
+    """The assurance level this request needs (Core sections 3.1.2.1 and 5.5.1.1).
+
+    An essential ``acr`` in the ``claims`` parameter must be met: ``loa:2`` when it does not accept ``loa:1``,
+    an error when it names only levels we do not have. Otherwise ``acr_values`` (or a voluntary ``acr``
+    request) is a preference list: the first level we support is the one given.
+    """
     requested = ((claims_request or {}).get("id_token") or {}).get("acr")
-    if not isinstance(requested, dict) or not requested.get("essential"):
-        return
-    values = requested.get("values") or ([requested["value"]] if "value" in requested else [])
-    if values and ACR_ONE_FACTOR not in values:  # parse_claims_request made sure "values" is a list
-        raise UnmetAuthenticationRequirementsError("The essential acr value requested cannot be met.")
+    preferences: list[Any] = []
+    if isinstance(requested, dict):
+        values = requested.get("values") or ([requested["value"]] if "value" in requested else [])
+        supported = [v for v in values if v in ACR_VALUES]  # parse_claims_request made sure "values" is a list
+        if requested.get("essential") and values:
+            if not supported:
+                raise UnmetAuthenticationRequirementsError("The essential acr value requested cannot be met.")
+            return ACR_ONE_FACTOR if ACR_ONE_FACTOR in supported else ACR_TWO_FACTORS
+        preferences = supported
+    preferences += params.get("acr_values", "").split()
+    return next((value for value in preferences if value in ACR_VALUES), ACR_ONE_FACTOR)
 
 
-def needs_login(
-    params: MultiDict[str, str],
-    client: Client,
-    login: UserSession | None,
-    pending: PendingAuthorization | None,
-) -> bool:
+def login_reason(
+    params: MultiDict[str, str], client: Client, login: UserSession | None, pending: PendingAuthorization | None
+) -> str | None:
+    """Why the user must log in (again) before this request can be answered, or None."""
     if login is None:
-        return True
+        return "no_session"
     # A login finished during this very request satisfies prompt=login, max_age and a changed account.
     if pending is not None and login.auth_time.timestamp() >= pending.started_at:
-        return False
+        return None
     if "login" in params.get("prompt", "").split():
-        return True
+        return "prompt_login"
     max_age = params.get("max_age")
     # Times are whole seconds, so the elapsed time may read up to a second short: ">=" errs towards asking
     # once too often, never too late, and makes max_age=0 behave as prompt=login (Core 3.1.2.1).
     if max_age is not None and clock.timestamp() - login.auth_time.timestamp() >= int(max_age):
-        return True
+        return "max_age"
     hint = params.get("id_token_hint")
     if hint:
         claims = read_id_token_hint(hint) or {}
         if claims.get("sub") != subject_for(login.user, client):
-            return True
-    return False
+            return "other_user"
+    return None
 
 
 def needs_consent(
@@ -280,13 +291,21 @@ def proceed(
         check_request_parameters(params)
         grant = server.get_consent_grant(request=request, end_user=login.user if login else None)
         claims_request = parse_claims_request(params.get("claims"))
-        check_acr(claims_request)
+        acr = required_acr(params, claims_request)
         prompts = params.get("prompt", "").split()
-        if needs_login(params, client, login, pending):
+        reason = login_reason(params, client, login, pending)
+        if reason is not None:
             if "none" in prompts:
                 raise LoginRequiredError()
-            return _interact("auth.login", params, pending)
+            # Asking again after max_age is a step-up: the new login must end with a second factor.
+            return _interact("auth.login", params, pending, reauthenticate=reason == "max_age")
         assert login is not None
+        if pending is not None and pending.extra.get("reauthenticate"):
+            acr = ACR_TWO_FACTORS
+        if acr == ACR_TWO_FACTORS and login.acr != ACR_TWO_FACTORS:
+            if "none" in prompts:
+                raise LoginRequiredError("A second factor is needed.")
+            return _interact("auth.second_factor", params, pending)
         scopes = request.scope.split()
         extra_claims = extra_claims_allowed(claims_request, client, scopes)
         if needs_consent(params, client, login, scopes, extra_claims, pending):
@@ -303,7 +322,9 @@ def proceed(
     return server.create_authorization_response(request=request, grant_user=authorization, grant=grant)
 
 
-def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None) -> Response:
+def _interact(
+    endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None, reauthenticate: bool = False
+) -> Response:
     if pending is None:
         pending = PendingAuthorization(
             id=new_token(24),
@@ -311,6 +332,10 @@ def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthor
             started_at=clock.timestamp(),
             binding=browser_binding(),
         )
+        pending.extra["reauthenticate"] = reauthenticate
+        pending.save()
+    elif reauthenticate and not pending.extra.get("reauthenticate"):
+        pending.extra["reauthenticate"] = True
         pending.save()
     return redirect(url_for(endpoint, tx=pending.id))
 

@@ -1,0 +1,100 @@
+"""Security settings: changing the password and the authenticator app (TOTP) with its recovery codes."""
+
+from __future__ import annotations
+
+from flask import Response, flash, g, redirect, render_template, session, url_for
+from flask_babel import gettext
+
+from .. import totp
+from ..auth.password_login import check_password_attempt
+from ..passwords import hash_password
+from ..rules import InvalidInput
+from ..rules.password import check_password
+from ..store import audit, commit
+from ..web.forms import ButtonForm, ChangePasswordForm, TotpDisableForm, TotpEnableForm, rule_message
+from ..web.login_state import end_other_sessions
+from . import bp, login_required
+
+ENROLMENT = "totp_enrolment"
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password() -> Response | str:
+    user = g.login.user
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        person, error = check_password_attempt(user.national_code, form.current_password.data, captcha_solved=None)
+        if person is None or person.id != user.id:
+            form.current_password.errors = [error or gettext("The password is not correct.")]
+        else:
+            try:
+                check_password(
+                    form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
+                )
+            except InvalidInput as problem:
+                form.password.errors = [rule_message(problem.reason)]
+            else:
+                user.password_hash = hash_password(form.password.data)
+                ended = end_other_sessions(user, keep=g.login, reason="password_changed")
+                audit.record("password.changed", user_id=user.id, other_sessions_ended=ended)
+                commit()
+                flash(gettext("Your password is changed. Other devices were logged out."), "info")
+                return redirect(url_for("account.home"), 303)
+    return render_template("account/password.html", form=form)
+
+
+@bp.route("/account/two-factor", methods=["GET", "POST"])
+@login_required
+def two_factor() -> Response | str:
+    user = g.login.user
+    if user.has_totp:
+        return render_template(
+            "account/two_factor.html",
+            enabled=True,
+            remaining=totp.remaining_recovery_codes(user),
+            disable_form=TotpDisableForm(),
+            regenerate_form=ButtonForm(),
+        )
+    secret = session.get(ENROLMENT) or totp.new_secret()
+    session[ENROLMENT] = secret
+    form = TotpEnableForm()
+    if form.validate_on_submit():
+        codes = totp.enable(user, secret, form.code.data)
+        if codes is not None:
+            audit.record("totp.enabled", user_id=user.id)
+            commit()
+            session.pop(ENROLMENT, None)
+            return render_template("account/recovery_codes.html", codes=codes)
+        form.code.errors = [gettext("The code is not correct. Check the time on your phone and type the new code.")]
+    uri = totp.provisioning_uri(secret, f"{user.given_name} {user.family_name}")
+    return render_template("account/two_factor.html", enabled=False, form=form, qr=totp.qr_data_uri(uri), secret=secret)
+
+
+@bp.post("/account/two-factor/disable")
+@login_required
+def two_factor_disable() -> Response | str:
+    user = g.login.user
+    form = TotpDisableForm()
+    if form.validate_on_submit():
+        person, error = check_password_attempt(user.national_code, form.password.data, captcha_solved=None)
+        if person is not None and person.id == user.id:
+            totp.disable(user)
+            audit.record("totp.disabled", user_id=user.id)
+            commit()
+            flash(gettext("The authenticator app is turned off."), "info")
+            return redirect(url_for("account.two_factor"), 303)
+        flash(error or gettext("The password is not correct."), "error")
+    return redirect(url_for("account.two_factor"), 303)
+
+
+@bp.post("/account/two-factor/recovery-codes")
+@login_required
+def regenerate_recovery_codes() -> Response | str:
+    user = g.login.user
+    if not user.has_totp or not ButtonForm().validate_on_submit():
+        return redirect(url_for("account.two_factor"))
+    codes = totp.replace_recovery_codes(user)
+    audit.record("totp.recovery_codes_replaced", user_id=user.id)
+    commit()
+    return render_template("account/recovery_codes.html", codes=codes)

@@ -1,0 +1,112 @@
+"""Forgotten password: a code to the account's registered mobile, then a new password.
+
+Step one answers alike whether or not the national code has an account. A reset ends every other session
+and revokes every refresh token of the account, and is recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+from flask import Response, flash, redirect, render_template
+from flask_babel import gettext
+
+from ..oidc.endpoints.authorize import render_page_error
+from ..otp import CodeNotSent, consume_code
+from ..passwords import hash_password
+from ..rules import InvalidInput
+from ..rules.password import check_password
+from ..store import audit, commit
+from ..store.users import find_user_by_national_code, set_password_hash
+from ..web.forms import ButtonForm, ForgotStartForm, ResetPasswordForm, rule_message
+from ..web.login_state import end_other_sessions, log_in
+from . import bp, throttle
+from .flow import (
+    AuthorizationPageError,
+    client_of,
+    code_not_sent_message,
+    done,
+    forget,
+    pending_authorization,
+    recall,
+    remember,
+    send_code_for_account,
+    with_tx,
+)
+
+FLOW = "password_reset"
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+def forgot_password() -> Response | tuple[str, int] | str:
+    try:
+        pending = pending_authorization()
+    except AuthorizationPageError as error:
+        return render_page_error(error)
+    form = ForgotStartForm()
+    if form.validate_on_submit():
+        national_code = form.national_code.data
+        user = find_user_by_national_code(national_code)
+        try:
+            send_code_for_account("reset", user, national_code)
+            remember(FLOW, national_code=national_code)
+            return redirect(with_tx("auth.reset_password", pending), 303)
+        except CodeNotSent as error:
+            form.national_code.errors = [code_not_sent_message(error)]
+    form.tx.data = pending.id if pending else ""
+    return render_template("forgot_password.html", form=form, client=client_of(pending), pending=pending)
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+def reset_password() -> Response | tuple[str, int] | str:
+    try:
+        pending = pending_authorization()
+    except AuthorizationPageError as error:
+        return render_page_error(error)
+    state = recall(FLOW)
+    if state is None:
+        return redirect(with_tx("auth.forgot_password", pending))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        user = find_user_by_national_code(state["national_code"])
+        password_error = None
+        if user is not None:
+            try:
+                check_password(
+                    form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
+                )
+            except InvalidInput as error:
+                password_error = rule_message(error.reason)
+        if password_error:
+            form.password.errors = [password_error]
+        elif user is not None and consume_code("reset", user.mobile, form.code.data):
+            set_password_hash(user, hash_password(form.password.data))
+            end_other_sessions(user, keep=None, reason="password_reset")
+            audit.record("password.reset", user_id=user.id)
+            commit()
+            forget(FLOW)
+            throttle.record_success(user.national_code)
+            log_in(user, amr=["sms"])
+            return done(pending)
+        else:
+            form.code.errors = [gettext("The code is not correct or has expired.")]
+    form.tx.data = pending.id if pending else ""
+    return render_template(
+        "reset_password.html", form=form, resend_form=ButtonForm(), client=client_of(pending), pending=pending
+    )
+
+
+@bp.post("/password/reset/resend")
+def reset_password_resend() -> Response | tuple[str, int] | str:
+    try:
+        pending = pending_authorization()
+    except AuthorizationPageError as error:
+        return render_page_error(error)
+    state = recall(FLOW)
+    if state is None or not ButtonForm().validate_on_submit():
+        return redirect(with_tx("auth.forgot_password", pending))
+    user = find_user_by_national_code(state["national_code"])
+    try:
+        send_code_for_account("reset", user, state["national_code"])
+        flash(gettext("If the national code has an account, a new code was sent to its mobile."), "info")
+    except CodeNotSent as error:
+        flash(code_not_sent_message(error), "error")
+    return redirect(with_tx("auth.reset_password", pending), 303)
