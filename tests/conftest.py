@@ -120,6 +120,8 @@ def make_app(backend: Backend, tmp_path: Path, **overrides: dict) -> Flask:
         "redis": {"url": backend.redis_url, "key_prefix": backend.key_prefix},
         "keys": {"dir": str(tmp_path / "keys")},
         "limits": {"login_per_ip": "1000 per minute", "token_per_ip": "10000 per minute"},
+        # CAPTCHA off by default (CONTRACTS.md: captcha.enabled is for tests); tests of it turn it on.
+        "captcha": {"enabled": False},
     }
     for section, values in overrides.items():
         settings.setdefault(section, {}).update(values)
@@ -163,6 +165,10 @@ def _close(application: Flask) -> None:
     store = application.extensions["idp"].store
     if isinstance(store, RedisStore):
         store.delete_prefix()
+        # Flask-Limiter's counters (hourly code caps, rate limits) live under its own "LIMITS:" namespace.
+        client = redis.Redis.from_url(store.url)
+        for key in client.scan_iter(match=f"LIMITS:*{store.prefix}*", count=500):
+            client.delete(key)
     with application.app_context():
         db.session.remove()
         db.engine.dispose()  # each test's app has its own pool; do not keep its connections open

@@ -195,6 +195,12 @@ class Browser:
     def consent(self, response: Any, decision: str = "allow") -> Any:
         return self.submit(response, {"decision": decision}, action_contains="/consent")
 
+    def second_factor_by_sms(self, response: Any, app: Flask, mobile: str) -> Any:
+        """On the second-factor page: have a code texted, then type it."""
+        assert "/login/second-factor" in response.request.path, response.request.path
+        page = self.submit(response, {}, action_contains="/login/second-factor/send")
+        return self.submit(page, {"code": last_sms_code(app, mobile, "step_up")}, field_name="code")
+
 
 def authorization_params(client: ClientInfo, challenge: str, **extra: str) -> dict[str, str]:
     params = {
@@ -239,3 +245,57 @@ def exchange_code(client: FlaskClient, rp: ClientInfo, code: str, verifier: str,
     if auth is None:
         data.setdefault("client_id", rp.client_id)
     return client.post("/token", data=data, auth=auth)
+
+
+# -- text messages and the identity registry ------------------------------------------------------------
+
+
+def sms_outbox(app: Flask) -> list[dict[str, Any]]:
+    """Every text message the outbox backend wrote, oldest first."""
+    import json
+
+    config = app.extensions["idp"].config
+    path = config.var_file(config.sms.outbox_path, "sms-outbox.jsonl")
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def last_sms_code(app: Flask, to: str, purpose: str) -> str:
+    """The code of the newest message for ``purpose`` sent to ``to`` (E.164)."""
+    for message in reversed(sms_outbox(app)):
+        if message["to"] == to and message["purpose"] == purpose:
+            return message["code"]
+    raise AssertionError(f"no {purpose} code was texted to {to}; outbox: {sms_outbox(app)}")
+
+
+def registry_path(app: Flask) -> Any:
+    config = app.extensions["idp"].config
+    return config.var_file(config.registry.path, "registry.json")
+
+
+def add_registry_person(
+    app: Flask,
+    national_code: str,
+    birthdate: str,
+    mobiles: list[str],
+    given_name: str = "سارا",
+    family_name: str = "محمدی",
+) -> None:
+    """Add (or replace) a person in the file registry the app reads."""
+    import json
+
+    path = registry_path(app)
+    people = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    people = [p for p in people if p["national_code"] != national_code]
+    people.append(
+        {
+            "national_code": national_code,
+            "birthdate": birthdate,
+            "given_name": given_name,
+            "family_name": family_name,
+            "mobiles": mobiles,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(people, ensure_ascii=False), encoding="utf-8")

@@ -366,17 +366,22 @@ def test_prompt_login_asks_for_the_password_again(app, issuer, user, rp_client):
     assert claims["sid"] != first["sid"]  # a new login session
 
 
-def test_max_age_zero_is_prompt_login(app, issuer, user, rp_client):
-    """OpenID Connect Core 3.1.2.1: max_age=0 is equivalent to prompt=login."""
+def test_max_age_zero_asks_for_the_password_and_a_second_factor(app, issuer, user, rp_client):
+    """Core 3.1.2.1: max_age=0 is equivalent to prompt=login; asking again after max_age is also a step-up."""
     browser = new_browser(app, issuer)
     first = sign_in(browser, rp_client, user)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, max_age="0")
     page = browser.authorize(params)
     assert is_login_page(page)
-    code = assert_code_redirect(browser.login(page, user), rp_client, issuer, params["state"])
+    second = browser.login(page, user)
+    assert "/login/second-factor" in second.request.path
+    code = assert_code_redirect(
+        browser.second_factor_by_sms(second, app, user.mobile), rp_client, issuer, params["state"]
+    )
     _token, claims = tokens_for(browser.client, rp_client, code, verifier)
     assert claims["sid"] != first["sid"]
+    assert claims["acr"] == LOA2 and claims["amr"] == ["pwd", "sms"]
 
 
 def test_generous_max_age_keeps_the_session_and_reports_auth_time(app, issuer, user, rp_client):
@@ -399,10 +404,12 @@ def test_max_age_passed_forces_a_new_login_with_a_later_auth_time(app, issuer, u
     params = authorization_params(rp_client, challenge, max_age="1")
     page = browser.authorize(params)
     assert is_login_page(page)
-    code = assert_code_redirect(browser.login(page, user), rp_client, issuer, params["state"])
+    second = browser.second_factor_by_sms(browser.login(page, user), app, user.mobile)
+    code = assert_code_redirect(second, rp_client, issuer, params["state"])
     _token, claims = tokens_for(browser.client, rp_client, code, verifier)
     assert claims["auth_time"] > first["auth_time"]
     assert claims["sub"] == first["sub"]
+    assert claims["amr"] == ["pwd", "sms"]
 
 
 @pytest.mark.slow
@@ -550,10 +557,52 @@ def test_unknown_parameters_are_ignored(app, issuer, user, rp_client):
     assert claims["aud"] == rp_client.client_id
 
 
-def test_acr_values_is_voluntary(app, issuer, user, rp_client):
+def test_acr_values_loa2_asks_for_a_second_factor(app, issuer, user, rp_client):
     browser = new_browser(app, issuer)
-    claims = sign_in(browser, rp_client, user, acr_values=LOA2)
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge, acr_values=LOA2)
+    page = browser.login(browser.authorize(params), user)
+    assert "/login/second-factor" in page.request.path
+    page = browser.second_factor_by_sms(page, app, user.mobile)
+    code = assert_code_redirect(browser.consent(page), rp_client, issuer, params["state"])
+    _token, claims = tokens_for(browser.client, rp_client, code, verifier)
+    assert claims["acr"] == LOA2
+    assert claims["amr"] == ["pwd", "sms"]
+
+
+@pytest.mark.parametrize(
+    "acr_values",
+    [LOA1, f"{LOA1} {LOA2}", "urn:other:gold", f"urn:other:gold {LOA1}"],
+    ids=["loa1", "loa1-first", "unknown", "unknown-then-loa1"],
+)
+def test_acr_values_preferring_one_factor_need_no_second_factor(app, issuer, user, rp_client, acr_values):
+    browser = new_browser(app, issuer)
+    claims = sign_in(browser, rp_client, user, acr_values=acr_values)
     assert claims["acr"] == LOA1
+    assert claims["amr"] == ["pwd"]
+
+
+def test_a_session_with_two_factors_is_not_asked_again(app, issuer, user, rp_client):
+    browser = new_browser(app, issuer)
+    _verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge, acr_values=LOA2)
+    page = browser.second_factor_by_sms(browser.login(browser.authorize(params), user), app, user.mobile)
+    assert_code_redirect(browser.consent(page), rp_client, issuer, params["state"])
+    verifier, challenge = pkce_pair()
+    again = authorization_params(rp_client, challenge, acr_values=LOA2, prompt="none")
+    code = assert_code_redirect(browser.client.get(authorize_url(again)), rp_client, issuer, again["state"])
+    _token, claims = tokens_for(browser.client, rp_client, code, verifier)
+    assert claims["acr"] == LOA2
+
+
+def test_prompt_none_with_loa2_and_a_one_factor_session_is_login_required(app, issuer, user, rp_client):
+    browser = new_browser(app, issuer)
+    sign_in(browser, rp_client, user)
+    _verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge, acr_values=LOA2, prompt="none")
+    assert_error_redirect(
+        browser.client.get(authorize_url(params)), rp_client, issuer, "login_required", params["state"]
+    )
 
 
 # -- the claims parameter ----------------------------------------------------------------------------
@@ -593,8 +642,8 @@ def test_claims_parameter_releases_phone_number_at_userinfo(app, issuer, user, r
 @pytest.mark.parametrize(
     "acr",
     [
-        pytest.param({"essential": True, "values": [LOA2]}, id="values"),
-        pytest.param({"essential": True, "value": LOA2}, id="value"),
+        pytest.param({"essential": True, "values": ["urn:other:gold"]}, id="values"),
+        pytest.param({"essential": True, "value": "urn:other:gold"}, id="value"),
     ],
 )
 def test_essential_acr_that_cannot_be_met(app, client, issuer, rp_client, acr):
@@ -605,17 +654,25 @@ def test_essential_acr_that_cannot_be_met(app, client, issuer, rp_client, acr):
 
 
 @pytest.mark.parametrize(
-    "acr",
+    ("acr", "expected"),
     [
-        pytest.param({"essential": True, "values": [LOA1, LOA2]}, id="essential-either"),
-        pytest.param({"values": [LOA2]}, id="voluntary-loa2"),
-        pytest.param(None, id="null"),
+        pytest.param({"essential": True, "values": [LOA1, LOA2]}, LOA1, id="essential-either"),
+        pytest.param({"essential": True, "values": [LOA2]}, LOA2, id="essential-loa2"),
+        pytest.param({"essential": True, "value": LOA2}, LOA2, id="essential-loa2-value"),
+        pytest.param({"values": [LOA2]}, LOA2, id="voluntary-loa2"),
+        pytest.param(None, LOA1, id="null"),
     ],
 )
-def test_acr_request_that_can_be_met(app, issuer, user, rp_client, acr):
+def test_acr_request_that_can_be_met(app, issuer, user, rp_client, acr, expected):
     browser = new_browser(app, issuer)
-    claims = sign_in(browser, rp_client, user, claims=json.dumps({"id_token": {"acr": acr}}))
-    assert claims["acr"] == LOA1
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge, claims=json.dumps({"id_token": {"acr": acr}}))
+    page = browser.login(browser.authorize(params), user)
+    if expected == LOA2:
+        page = browser.second_factor_by_sms(page, app, user.mobile)
+    code = assert_code_redirect(browser.consent(page), rp_client, issuer, params["state"])
+    _token, claims = tokens_for(browser.client, rp_client, code, verifier)
+    assert claims["acr"] == expected
 
 
 # -- the pending request belongs to the browser that started it ----------------------------------------

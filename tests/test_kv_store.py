@@ -182,3 +182,27 @@ def test_store_from_config():
     chosen = store_from_config(UNREACHABLE, "p:")
     assert isinstance(chosen, RedisStore)
     assert chosen.shared_between_processes is True
+
+
+def test_incr_counts_atomically_and_expires(store):
+    assert store.incr("counter", ttl=1) == 1
+    assert store.incr("counter", ttl=1) == 2
+    time.sleep(1.1)
+    assert store.incr("counter", ttl=5) == 1  # the first increment after expiry starts again
+
+
+def test_incr_under_threads_gives_each_caller_its_own_number(store):
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def bump() -> None:
+        value = store.incr("race-counter", ttl=30)
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=bump) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == list(range(1, 17))

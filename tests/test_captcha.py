@@ -1,0 +1,247 @@
+"""The CAPTCHA (idp/web/captcha.py): digits in a picture with a spoken alternative, the answer kept in the
+server-side session and never in the page, each challenge answerable once and for 10 minutes at most.
+``captcha.enabled = false`` removes it from every form.
+
+The tests read a browser's current answer from its server-side session in the key-value store
+(``browser-session:<sha256 of the cookie>``), as a person would read the picture.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from idp import clock
+from idp.security import sha256_hex
+
+from .helpers import Browser, create_test_user, find_form, parse_page, valid_national_code
+
+UNKNOWN_NATIONAL_CODE = valid_national_code("987654321")
+PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FORMS_WITH_CAPTCHA = ["/register", "/login/sms", "/password/forgot", "/mobile/change"]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captcha_app(app_with) -> Flask:
+    return app_with(captcha={"enabled": True})
+
+
+def new_browser(app: Flask) -> Browser:
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return Browser(client, app.extensions["idp"].issuer)
+
+
+def text_of(response: Any) -> str:
+    return response.get_data(as_text=True)
+
+
+def field_error(response: Any, name: str) -> str | None:
+    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
+    return html.unescape(match.group(1)).strip() if match else None
+
+
+def session_data(app: Flask, browser: Browser) -> dict[str, Any]:
+    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name)
+    if cookie is None:
+        return {}
+    return app.extensions["idp"].store.get("browser-session:" + sha256_hex(cookie.value)) or {}
+
+
+def captcha_answer(app: Flask, browser: Browser) -> str:
+    challenge = session_data(app, browser).get("captcha")
+    assert challenge, "no CAPTCHA was drawn for this browser"
+    return challenge["answer"]
+
+
+def captcha_image_src(response: Any) -> str | None:
+    match = re.search(r'<img[^>]*src="([^"]*captcha\.png[^"]*)"', text_of(response))
+    return html.unescape(match.group(1)) if match else None
+
+
+def sms_start(browser: Browser, page: Any, captcha: str | None) -> Any:
+    """Post the SMS-login start form (an unknown national code: no text message is sent)."""
+    form = find_form(text_of(page), action_contains="/login/sms")
+    values = {**form.fields, "national_code": UNKNOWN_NATIONAL_CODE}
+    if captcha is None:
+        values.pop("captcha", None)
+    else:
+        values["captcha"] = captcha
+    return browser.post("/login/sms", values)
+
+
+def passed(response: Any) -> bool:
+    return response.status_code == 200 and response.request.path == "/login/sms/verify"
+
+
+def refused_for_captcha(response: Any) -> bool:
+    return (
+        response.status_code == 200 and response.request.path == "/login/sms" and bool(field_error(response, "captcha"))
+    )
+
+
+# -- the picture and the sound ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FORMS_WITH_CAPTCHA)
+def test_forms_show_a_captcha_without_its_answer(captcha_app, path):
+    browser = new_browser(captcha_app)
+    page = browser.get(path)
+    assert page.status_code == 200
+    assert "captcha" in find_form(text_of(page), field_name="captcha").fields
+    src = captcha_image_src(page)
+    assert src and "/captcha.png" in src
+    assert "captcha-audio" in parse_page(text_of(page)).links
+    answer = captcha_answer(captcha_app, browser)
+    assert len(answer) == captcha_app.extensions["idp"].config.captcha.length
+    assert answer not in text_of(page)
+
+
+def test_image_and_audio_serve_the_current_challenge(captcha_app):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    image = browser.client.get(captcha_image_src(page))
+    assert image.status_code == 200
+    assert image.mimetype == "image/png"
+    assert image.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert "no-store" in image.headers.get("Cache-Control", "")
+
+    audio = browser.client.get(parse_page(text_of(page)).links["captcha-audio"])
+    assert audio.status_code == 200
+    assert audio.mimetype in ("audio/wav", "audio/x-wav", "audio/wave")
+    assert audio.data[:4] == b"RIFF" and audio.data[8:12] == b"WAVE"
+    assert "no-store" in audio.headers.get("Cache-Control", "")
+
+    # Looking at the picture does not use up the challenge.
+    assert passed(sms_start(browser, page, captcha_answer(captcha_app, browser)))
+
+
+@pytest.mark.parametrize("path", ["/captcha.png", "/captcha.wav"])
+def test_no_challenge_no_picture(captcha_app, path):
+    assert new_browser(captcha_app).client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/captcha.png", "/captcha.wav"])
+def test_captcha_off_serves_nothing(app, path):
+    browser = new_browser(app)
+    browser.get("/login/sms")
+    assert browser.client.get(path).status_code == 404
+
+
+# -- answering ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [lambda a: a, lambda a: a.translate(PERSIAN), lambda a: a.translate(ARABIC_INDIC), lambda a: f" {a} "],
+    ids=["ascii", "persian", "arabic-indic", "spaces"],
+)
+def test_right_answer_passes(captcha_app, typed):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    response = sms_start(browser, page, typed(captcha_answer(captcha_app, browser)))
+    assert passed(response), field_error(response, "captcha")
+
+
+def test_an_answer_passes_only_once(captcha_app):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    answer = captcha_answer(captcha_app, browser)
+    assert passed(sms_start(browser, page, answer))
+    again = sms_start(browser, page, answer)  # the same form and answer, sent again
+    assert refused_for_captcha(again)
+    assert captcha_answer(captcha_app, browser)  # a new challenge is drawn with the error
+
+
+@pytest.mark.parametrize(
+    "make_wrong",
+    [
+        pytest.param(lambda a: str((int(a) + 1) % 10 ** len(a)).zfill(len(a)), id="off-by-one"),
+        pytest.param(lambda a: a[:-1], id="too-short"),
+        pytest.param(lambda a: "", id="empty"),
+        pytest.param(None, id="missing"),
+    ],
+)
+def test_wrong_answer_fails_and_a_new_challenge_is_drawn(captcha_app, make_wrong):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    answer = captcha_answer(captcha_app, browser)
+    response = sms_start(browser, page, None if make_wrong is None else make_wrong(answer))
+    assert refused_for_captcha(response)
+    assert captcha_image_src(response) != captcha_image_src(page)
+
+
+def test_wrong_answer_spends_the_challenge(captcha_app):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    answer = captcha_answer(captcha_app, browser)
+    wrong = str((int(answer) + 1) % 10 ** len(answer)).zfill(len(answer))
+    sms_start(browser, page, wrong)
+    fresh = captcha_answer(captcha_app, browser)
+    if fresh == answer:
+        pytest.fail("the new challenge equals the old one (one in 100000); run again")
+    assert refused_for_captcha(sms_start(browser, page, answer))
+
+
+@pytest.mark.parametrize(("seconds", "ok"), [(599, True), (601, False)], ids=["fresh", "too-old"])
+def test_challenge_expires_after_ten_minutes(captcha_app, seconds, ok):
+    browser = new_browser(captcha_app)
+    page = browser.get("/login/sms")
+    answer = captcha_answer(captcha_app, browser)
+    clock.advance(seconds)
+    response = sms_start(browser, page, answer)
+    assert passed(response) if ok else refused_for_captcha(response)
+
+
+def test_answer_belongs_to_the_browser_that_saw_it(captcha_app):
+    seer, other = new_browser(captcha_app), new_browser(captcha_app)
+    seer.get("/login/sms")
+    page = other.get("/login/sms")
+    answer = captcha_answer(captcha_app, seer)
+    if answer == captcha_answer(captcha_app, other):
+        pytest.fail("both browsers drew the same digits (one in 100000); run again")
+    assert refused_for_captcha(sms_start(other, page, answer))
+
+
+# -- captcha.enabled = false -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login", *FORMS_WITH_CAPTCHA])
+def test_captcha_off_forms_have_no_captcha(app, path):
+    browser = new_browser(app)
+    page = browser.get(path)
+    assert page.status_code == 200
+    assert 'name="captcha"' not in text_of(page)
+    assert captcha_image_src(page) is None
+    assert "captcha" not in session_data(app, browser)
+
+
+def test_captcha_off_forms_pass_without_an_answer(app, user):
+    browser = new_browser(app)
+    assert passed(sms_start(browser, browser.get("/login/sms"), None))
+    forgot = browser.get("/password/forgot")
+    done = browser.submit(forgot, {"national_code": user.national_code}, action_contains="/password/forgot")
+    assert done.request.path == "/password/reset"
+
+
+def test_captcha_off_login_never_asks_for_one_after_failures(app_with):
+    """With CAPTCHA off no form can show one, so none may be demanded: after more failures than
+    login.captcha_after_failures the right password still logs in (no waits in this configuration)."""
+    app = app_with(login={"delay_after_failures": 50, "captcha_after_failures": 2, "ip_captcha_after_failures": 2})
+    user = create_test_user(app)
+    browser = new_browser(app)
+    page = browser.get("/login")
+    for _ in range(3):
+        page = browser.submit(page, {"national_code": user.national_code, "password": "wrong!"}, field_name="password")
+        assert page.request.path == "/login"
+        assert 'name="captcha"' not in text_of(page)
+    done = browser.submit(page, {"national_code": user.national_code, "password": user.password}, field_name="password")
+    assert done.status_code == 200 and done.request.path == "/", field_error(done, "password")

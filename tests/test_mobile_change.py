@@ -1,0 +1,398 @@
+"""Changing the account's mobile number as EMTA does it (/mobile/change, /mobile/change/confirm).
+
+Step one: national code, CAPTCHA and the new number, which the identity registry must confirm belongs to
+that national code; a code goes to the NEW number (purpose change_mobile). Step two: that code and the
+account's current password. Then the account has the new number, the OLD number gets a notice (no code),
+every other session ends and every refresh token is revoked, and mobile.changed is audited.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from idp.extensions import db
+from idp.security import sha256_hex
+from idp.store.models import AuditEvent, User
+
+from .helpers import (
+    Browser,
+    ClientInfo,
+    UserInfo,
+    add_registry_person,
+    create_test_user,
+    exchange_code,
+    find_form,
+    get_code,
+    last_sms_code,
+    registry_path,
+    sms_outbox,
+)
+
+OLD_MOBILE = "+989121234567"  # the default test user's
+NEW_MOBILE = "+989351234599"
+NEW_MOBILE_TYPED = "09351234599"
+STRANGERS_MOBILE = "+989131234567"  # a demo person's, not the user's
+PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def new_browser(app: Flask) -> Browser:
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return Browser(client, app.extensions["idp"].issuer)
+
+
+def text_of(response: Any) -> str:
+    return response.get_data(as_text=True)
+
+
+def field_error(response: Any, name: str) -> str | None:
+    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
+    return html.unescape(match.group(1)).strip() if match else None
+
+
+def captcha_answer(app: Flask, browser: Browser) -> str:
+    """The answer to the CAPTCHA last drawn for this browser, read from its server-side session."""
+    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name)
+    assert cookie is not None
+    data = app.extensions["idp"].store.get("browser-session:" + sha256_hex(cookie.value)) or {}
+    assert "captcha" in data, "no CAPTCHA was drawn for this browser"
+    return data["captcha"]["answer"]
+
+
+def give_second_mobile(app: Flask, user: UserInfo, mobile: str = NEW_MOBILE) -> None:
+    add_registry_person(app, user.national_code, "1990-03-21", [user.mobile, mobile], "علی", "رضایی")
+
+
+def start(browser: Browser, national_code: str, mobile: str, **extra: str) -> Any:
+    page = browser.get("/mobile/change")
+    assert page.status_code == 200
+    values = {"national_code": national_code, "mobile": mobile, **extra}
+    return browser.submit(page, values, action_contains="/mobile/change")
+
+
+def confirm(browser: Browser, page: Any, code: str, password: str) -> Any:
+    return browser.submit(page, {"code": code, "password": password}, action_contains="/mobile/change/confirm")
+
+
+def mobile_of(app: Flask, user: UserInfo) -> str:
+    with app.app_context():
+        return db.session.scalar(select(User.mobile).where(User.id == user.id))
+
+
+def audit_events(app: Flask, event: str) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == event)))
+
+
+def is_logged_in(browser: Browser) -> bool:
+    return browser.client.get("/").status_code == 200
+
+
+def tokens_in(browser: Browser, rp: ClientInfo, user: UserInfo) -> dict[str, Any]:
+    code, verifier, _ = get_code(browser, rp, user, scope="openid phone")
+    response = exchange_code(browser.client, rp, code, verifier)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def userinfo(browser: Browser, access_token: str) -> Any:
+    return browser.client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+
+
+def refresh(browser: Browser, rp: ClientInfo, refresh_token: str) -> Any:
+    return browser.client.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(rp.client_id, rp.client_secret),
+    )
+
+
+def sms_to(app: Flask, mobile: str) -> list[dict[str, Any]]:
+    return [m for m in sms_outbox(app) if m["to"] == mobile]
+
+
+# -- the change -----------------------------------------------------------------------------------------
+
+
+def test_mobile_change_moves_the_account_to_the_new_number(app, user, rp_client):
+    give_second_mobile(app, user)
+    elsewhere = new_browser(app)
+    old_tokens = tokens_in(elsewhere, rp_client, user)
+    assert userinfo(elsewhere, old_tokens["access_token"]).get_json()["phone_number"] == OLD_MOBILE
+
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    assert page.status_code == 200 and page.request.path == "/mobile/change/confirm"
+    texted = sms_to(app, NEW_MOBILE)
+    assert [(m["purpose"], bool(m["code"])) for m in texted] == [("change_mobile", True)]
+    assert sms_to(app, OLD_MOBILE) == []  # nothing to the old number yet
+
+    done = confirm(browser, page, texted[0]["code"], user.password)
+    assert done.status_code == 200 and done.request.path == "/", (
+        field_error(done, "code"),
+        field_error(done, "password"),
+    )
+    assert is_logged_in(browser)
+    assert mobile_of(app, user) == NEW_MOBILE
+
+    # The relying party now reads the new number.
+    new_tokens = tokens_in(browser, rp_client, user)
+    assert userinfo(browser, new_tokens["access_token"]).get_json()["phone_number"] == NEW_MOBILE
+
+    # The old number got a notice, without a code.
+    notices = sms_to(app, OLD_MOBILE)
+    assert len(notices) == 1
+    assert notices[0]["purpose"] == "change_mobile"
+    assert not notices[0].get("code")
+    assert texted[0]["code"] not in notices[0]["text"]
+
+    # Every other session ended, its refresh token and access token with it.
+    assert not is_logged_in(elsewhere)
+    refused = refresh(elsewhere, rp_client, old_tokens["refresh_token"])
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_grant"
+    assert userinfo(elsewhere, old_tokens["access_token"]).status_code == 401
+
+    events = audit_events(app, "mobile.changed")
+    assert [e.user_id for e in events] == [user.id]
+    assert NEW_MOBILE not in str(events[0].detail) and texted[0]["code"] not in str(events[0].detail)
+
+
+def test_persian_digits_in_every_field(app, user):
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code.translate(PERSIAN), NEW_MOBILE_TYPED.translate(PERSIAN))
+    assert page.request.path == "/mobile/change/confirm", field_error(page, "mobile")
+    code = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    done = confirm(browser, page, code.translate(PERSIAN), user.password)
+    assert done.request.path == "/", field_error(done, "code")
+    assert mobile_of(app, user) == NEW_MOBILE
+
+
+def test_sms_login_codes_go_to_the_new_number_after_the_change(app, user):
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    confirm(browser, page, last_sms_code(app, NEW_MOBILE, "change_mobile"), user.password)
+    other = new_browser(app)
+    page = other.get("/login/sms")
+    other.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
+    assert [m["purpose"] for m in sms_to(app, NEW_MOBILE)] == ["change_mobile", "login"]
+    assert all(m["purpose"] != "login" for m in sms_to(app, OLD_MOBILE))
+
+
+# -- refused ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mobile",
+    [STRANGERS_MOBILE, "09131234567", "+989001112233"],
+    ids=["anothers-number", "anothers-number-domestic", "unregistered-number"],
+)
+def test_new_mobile_not_in_the_users_name_is_refused(app, user, mobile):
+    browser = new_browser(app)
+    page = start(browser, user.national_code, mobile)
+    assert page.status_code == 200 and page.request.path == "/mobile/change"
+    assert field_error(page, "mobile") == "This mobile number is not registered in the name of this national code."
+    assert sms_outbox(app) == []
+    assert browser.client.get("/mobile/change/confirm").status_code in (302, 303)  # no step two
+    assert mobile_of(app, user) == OLD_MOBILE
+
+
+@pytest.mark.parametrize(
+    "values", [{"mobile": "0912"}, {"national_code": "0012345678"}], ids=["bad-mobile", "bad-code"]
+)
+def test_malformed_fields_are_refused(app, user, values):
+    browser = new_browser(app)
+    page = start(browser, values.get("national_code", user.national_code), values.get("mobile", NEW_MOBILE_TYPED))
+    assert page.request.path == "/mobile/change"
+    assert field_error(page, next(iter(values)))
+    assert sms_outbox(app) == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["http-refused", "file-broken"])
+def test_registry_down_says_try_again_later(app_with, how):
+    if how == "http-refused":
+        app = app_with(registry={"backend": "http", "url": f"http://127.0.0.1:{_closed_port()}", "retries": 0})
+    else:
+        app = app_with()
+        registry_path(app).write_text("{not json", encoding="utf-8")
+    user = create_test_user(app)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    assert page.status_code == 200 and page.request.path == "/mobile/change"
+    message = " ".join(filter(None, [field_error(page, "mobile"), field_error(page, "national_code")]))
+    assert re.search(r"try again", message, re.I), text_of(page)[:3000]
+    assert "not registered in the name" not in message  # not blamed on the user
+    assert sms_outbox(app) == []
+    assert mobile_of(app, user) == OLD_MOBILE
+
+
+def test_wrong_password_leaves_the_number_and_the_code_usable(app, user):
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    code = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    failed = confirm(browser, page, code, "not the password")
+    assert failed.status_code == 200 and failed.request.path == "/mobile/change/confirm"
+    assert field_error(failed, "password")
+    assert mobile_of(app, user) == OLD_MOBILE
+    assert audit_events(app, "mobile.changed") == []
+    assert sms_to(app, OLD_MOBILE) == []
+    assert not is_logged_in(browser)
+    assert [e.user_id for e in audit_events(app, "login.failed")] == [user.id]
+    done = confirm(browser, failed, code, user.password)
+    assert done.request.path == "/" and mobile_of(app, user) == NEW_MOBILE
+
+
+def test_wrong_passwords_at_mobile_change_count_in_the_login_throttle(app_with):
+    app = app_with(login={"delay_after_failures": 1, "max_delay": 60, "captcha_after_failures": 50})
+    user = create_test_user(app)
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    for _ in range(2):  # within delay_after_failures, then the one that closes the gate
+        page = confirm(browser, page, last_sms_code(app, NEW_MOBILE, "change_mobile"), "not the password")
+        assert field_error(page, "password")
+    # The login page now makes the owner wait, even with the right password.
+    other = new_browser(app)
+    login = other.submit(
+        other.get("/login"), {"national_code": user.national_code, "password": user.password}, field_name="password"
+    )
+    assert login.request.path == "/login"
+    assert re.search(r"Wait \d+ seconds", field_error(login, "password") or ""), field_error(login, "password")
+    assert mobile_of(app, user) == OLD_MOBILE
+
+
+def test_wrong_code_leaves_the_number(app, user):
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    right = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    for wrong in (f"{(int(right) + 1) % 1_000_000:06d}", "abc"):
+        page = confirm(browser, page, wrong, user.password)
+        assert page.status_code == 200 and page.request.path == "/mobile/change/confirm"
+        assert field_error(page, "code")
+    assert mobile_of(app, user) == OLD_MOBILE
+    assert audit_events(app, "mobile.changed") == []
+    assert sms_to(app, OLD_MOBILE) == []
+    assert not is_logged_in(browser)
+
+
+def test_a_code_sent_to_the_old_number_does_not_confirm_the_new_one(app, user):
+    give_second_mobile(app, user)
+    browser = new_browser(app)
+    page = start(browser, user.national_code, NEW_MOBILE_TYPED)
+    new_code = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    # A login code to the old number (which whoever holds the old SIM could read).
+    other = new_browser(app)
+    other.submit(other.get("/login/sms"), {"national_code": user.national_code}, action_contains="/login/sms")
+    old_code = last_sms_code(app, OLD_MOBILE, "login")
+    if old_code == new_code:
+        pytest.fail("the two codes are equal (one in a million); run again")
+    failed = confirm(browser, page, old_code, user.password)
+    assert field_error(failed, "code")
+    assert mobile_of(app, user) == OLD_MOBILE
+
+
+def test_confirm_page_without_step_one_goes_back(app):
+    response = new_browser(app).client.get("/mobile/change/confirm")
+    assert response.status_code in (302, 303)
+    assert response.location.split("?")[0].endswith("/mobile/change")
+
+
+# -- CAPTCHA ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captcha_app(app_with) -> tuple[Flask, UserInfo]:
+    app = app_with(captcha={"enabled": True})
+    user = create_test_user(app)
+    give_second_mobile(app, user)
+    return app, user
+
+
+@pytest.mark.parametrize("captcha", [None, "", "wrong"], ids=["missing", "empty", "wrong"])
+def test_captcha_is_required_when_on(captcha_app, captcha):
+    app, user = captcha_app
+    browser = new_browser(app)
+    page = browser.get("/mobile/change")
+    form = find_form(text_of(page), action_contains="/mobile/change")
+    assert "captcha" in form.fields
+    values = {**form.fields, "national_code": user.national_code, "mobile": NEW_MOBILE_TYPED}
+    if captcha is None:
+        del values["captcha"]
+    elif captcha == "wrong":
+        right = captcha_answer(app, browser)
+        values["captcha"] = str((int(right) + 1) % 10 ** len(right)).zfill(len(right))
+    else:
+        values["captcha"] = captcha
+    page = browser.post("/mobile/change", values)
+    assert page.status_code == 200 and page.request.path == "/mobile/change"
+    assert field_error(page, "captcha")
+    assert 'name="captcha"' in text_of(page)  # a new challenge is shown
+    assert sms_outbox(app) == []
+    assert mobile_of(app, user) == OLD_MOBILE
+
+
+def test_captcha_solved_lets_the_change_go_on(captcha_app):
+    app, user = captcha_app
+    browser = new_browser(app)
+    page = browser.get("/mobile/change")
+    values = {"national_code": user.national_code, "mobile": NEW_MOBILE_TYPED, "captcha": captcha_answer(app, browser)}
+    page = browser.submit(page, values, action_contains="/mobile/change")
+    assert page.request.path == "/mobile/change/confirm", field_error(page, "captcha")
+    done = confirm(browser, page, last_sms_code(app, NEW_MOBILE, "change_mobile"), user.password)
+    assert done.request.path == "/"
+    assert mobile_of(app, user) == NEW_MOBILE
+
+
+def test_without_captcha_setting_the_form_has_no_captcha(app, user):
+    assert 'name="captcha"' not in text_of(new_browser(app).get("/mobile/change"))
+
+
+def test_failed_logins_by_someone_else_do_not_keep_the_owner_from_changing_the_number(app_with):
+    """An attacker's wrong passwords put the account behind a CAPTCHA; the owner, solving whatever CAPTCHA
+    the pages show, can still change the number (nothing locks the owner out)."""
+    app = app_with(captcha={"enabled": True}, login={"delay_after_failures": 50, "captcha_after_failures": 2})
+    user = create_test_user(app)
+    give_second_mobile(app, user)
+    attacker = new_browser(app)
+    page = attacker.get("/login")
+    for _ in range(3):
+        form = find_form(text_of(page), field_name="national_code")
+        values = {**form.fields, "national_code": user.national_code, "password": "a guess"}
+        if "captcha" in values:
+            values["captcha"] = captcha_answer(app, attacker)
+        page = attacker.post("/login", values)
+
+    owner = new_browser(app)
+    page = owner.get("/mobile/change")
+    values = {"national_code": user.national_code, "mobile": NEW_MOBILE_TYPED, "captcha": captcha_answer(app, owner)}
+    page = owner.submit(page, values, action_contains="/mobile/change")
+    assert page.request.path == "/mobile/change/confirm"
+    code = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    for _ in range(2):
+        values = {"code": code, "password": user.password}
+        if 'name="captcha"' in text_of(page):
+            values["captcha"] = captcha_answer(app, owner)
+        page = owner.submit(page, values, action_contains="/mobile/change/confirm")
+        if page.request.path == "/":
+            break
+    assert page.request.path == "/", field_error(page, "password")
+    assert mobile_of(app, user) == NEW_MOBILE

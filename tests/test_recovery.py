@@ -1,0 +1,361 @@
+"""Password recovery (/password/forgot, /password/reset, /password/reset/resend).
+
+A code goes to the account's registered mobile (purpose "reset"); with it the user chooses a new password
+(the same rules as registration) and is logged in, back at the relying party when one was waiting. A reset
+ends every other session of the user, revokes every refresh token of the account and is audited as
+password.reset. An unknown national code gets the same pages and wording, and no SMS.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+
+from idp import clock
+from idp.extensions import db
+from idp.store.models import AuditEvent
+
+from .helpers import (
+    Browser,
+    ClientInfo,
+    UserInfo,
+    authorization_params,
+    create_test_client,
+    exchange_code,
+    find_form,
+    get_code,
+    last_sms_code,
+    parse_page,
+    pkce_pair,
+    query_of,
+    sms_outbox,
+    valid_national_code,
+)
+
+LOA1 = "urn:hoviyat:loa:1"
+NEW_PASSWORD = "a brand new passphrase 7"
+UNKNOWN_NATIONAL_CODE = valid_national_code("987654321")
+PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+WRONG_CODE = "The code is not correct or has expired."
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def new_browser(app: Flask) -> Browser:
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return Browser(client, app.extensions["idp"].issuer)
+
+
+def text_of(response: Any) -> str:
+    return response.get_data(as_text=True)
+
+
+def field_error(response: Any, name: str) -> str | None:
+    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
+    return html.unescape(match.group(1)).strip() if match else None
+
+
+def flashes(response: Any) -> list[str]:
+    found = re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', text_of(response), re.S)
+    return [html.unescape(m).strip() for m in found]
+
+
+def without_seconds(text: str) -> str:
+    """A count of seconds to wait may tick between two requests; the wording is what must not differ."""
+    return re.sub(r"\d+ seconds", "N seconds", text)
+
+
+def visible_page(response: Any) -> str:
+    """The page without what differs between requests (CSRF token, pending request id)."""
+    body = re.sub(r'name="csrf_token"[^>]*value="[^"]*"', 'name="csrf_token"', text_of(response))
+    body = re.sub(r'<input[^>]*name="tx"[^>]*>', '<input name="tx">', body)
+    return re.sub(r"tx=[A-Za-z0-9_\-]+", "tx=", body)
+
+
+def ask_for_code(browser: Browser, national_code: str, tx: str | None = None) -> Any:
+    page = browser.get("/password/forgot" + (f"?tx={tx}" if tx else ""))
+    assert page.status_code == 200
+    return browser.submit(page, {"national_code": national_code}, action_contains="/password/forgot")
+
+
+def reset(browser: Browser, page: Any, code: str, password: str, confirm: str | None = None) -> Any:
+    values = {"code": code, "password": password, "password_confirm": password if confirm is None else confirm}
+    return browser.submit(page, values, action_contains="/password/reset")
+
+
+def can_log_in(app: Flask, national_code: str, password: str) -> bool:
+    browser = new_browser(app)
+    page = browser.get("/login")
+    done = browser.submit(page, {"national_code": national_code, "password": password}, field_name="password")
+    return done.status_code == 200 and done.request.path == "/"
+
+
+def is_logged_in(browser: Browser) -> bool:
+    return browser.client.get("/").status_code == 200
+
+
+def audit_events(app: Flask, event: str) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == event)))
+
+
+def decode(client: Any, token: str) -> dict[str, Any]:
+    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
+    return dict(jwt.decode(token, keys, algorithms=["RS256", "ES256"]).claims)
+
+
+def tokens_in_new_browser(app: Flask, rp: ClientInfo, user: UserInfo) -> tuple[Browser, dict[str, Any]]:
+    browser = new_browser(app)
+    code, verifier, _ = get_code(browser, rp, user)
+    response = exchange_code(browser.client, rp, code, verifier)
+    assert response.status_code == 200, response.get_json()
+    return browser, response.get_json()
+
+
+def refresh(client: Any, rp: ClientInfo, refresh_token: str) -> Any:
+    return client.post(
+        "/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(rp.client_id, rp.client_secret),
+    )
+
+
+# -- the whole recovery ------------------------------------------------------------------------------------
+
+
+def test_recovery_from_the_login_page_returns_to_the_relying_party(app, user, rp_client):
+    browser = new_browser(app)
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge)
+    login_page = browser.authorize(params)
+    tx = query_of(login_page.request.url)["tx"]
+    link = parse_page(text_of(login_page)).links["link-forgot-password"]
+    assert query_of(link).get("tx") == tx
+
+    page = browser.get(link)
+    assert find_form(text_of(page), action_contains="/password/forgot").fields.get("tx") == tx
+    page = browser.submit(page, {"national_code": user.national_code}, action_contains="/password/forgot")
+    assert page.status_code == 200 and page.request.path == "/password/reset"
+    form = find_form(text_of(page), action_contains="/password/reset")
+    assert {"code", "password", "password_confirm"} <= set(form.fields)
+    texted = sms_outbox(app)
+    assert [(m["to"], m["purpose"]) for m in texted] == [(user.mobile, "reset")]
+
+    page = reset(browser, page, texted[0]["code"], NEW_PASSWORD)
+    if page.status_code == 200 and b'name="decision"' in page.data:
+        page = browser.consent(page)
+    assert page.status_code == 302, (page.request.path, field_error(page, "code"), field_error(page, "password"))
+    assert page.location.startswith(rp_client.redirect_uri)
+    query = query_of(page.location)
+    assert query["state"] == params["state"] and query["iss"] == browser.issuer
+    response = exchange_code(browser.client, rp_client, query["code"], verifier)
+    assert response.status_code == 200
+    claims = decode(browser.client, response.get_json()["id_token"])
+    assert claims["acr"] == LOA1  # a code by SMS alone is one factor
+
+    assert not can_log_in(app, user.national_code, user.password)
+    assert can_log_in(app, user.national_code, NEW_PASSWORD)
+    events = audit_events(app, "password.reset")
+    assert [e.user_id for e in events] == [user.id]
+    assert NEW_PASSWORD not in str(events[0].detail) and texted[0]["code"] not in str(events[0].detail)
+
+
+def test_recovery_without_a_relying_party_lands_on_the_account(app, user):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    done = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
+    assert done.status_code == 200 and done.request.path == "/"
+    assert is_logged_in(browser)
+
+
+def test_recovery_ends_other_sessions_and_revokes_every_refresh_token(app, user, rp_client):
+    other_rp = _second_client(app)
+    elsewhere, token = tokens_in_new_browser(app, rp_client, user)
+    _, other_token = tokens_in_new_browser(app, other_rp, user)
+    assert is_logged_in(elsewhere)
+
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    assert reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD).request.path == "/"
+
+    assert not is_logged_in(elsewhere)
+    for rp, refresh_token in ((rp_client, token["refresh_token"]), (other_rp, other_token["refresh_token"])):
+        refused = refresh(elsewhere.client, rp, refresh_token)
+        assert refused.status_code == 400, refused.get_json()
+        assert refused.get_json()["error"] == "invalid_grant"
+    info = elsewhere.client.get("/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert info.status_code == 401
+    assert is_logged_in(browser)  # the browser that reset the password is logged in
+
+
+def _second_client(app: Flask) -> ClientInfo:
+    return create_test_client(app, name="Second Portal", redirect_uris=["https://two.example/cb"])
+
+
+# -- telling nobody who has an account --------------------------------------------------------------
+
+
+def test_unknown_national_code_gets_the_same_pages_and_no_sms(app, user):
+    known_browser, unknown_browser = new_browser(app), new_browser(app)
+    known = ask_for_code(known_browser, user.national_code)
+    sent = len(sms_outbox(app))
+    unknown = ask_for_code(unknown_browser, UNKNOWN_NATIONAL_CODE)
+    assert (unknown.status_code, unknown.request.path) == (known.status_code, known.request.path)
+    assert visible_page(unknown) == visible_page(known)
+    assert len(sms_outbox(app)) == sent
+
+    wrong_for_known = reset(known_browser, known, "000000", NEW_PASSWORD)
+    for guess in ("000000", last_sms_code(app, user.mobile, "reset")):
+        failed = reset(unknown_browser, unknown, guess, NEW_PASSWORD)
+        assert failed.status_code == 200 and failed.request.path == "/password/reset"
+        assert field_error(failed, "code") == field_error(wrong_for_known, "code") == WRONG_CODE
+        assert field_error(failed, "password") is None
+    assert not is_logged_in(unknown_browser)
+
+
+def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, user):
+    answers = []
+    for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
+        browser = new_browser(app)
+        ask_for_code(browser, national_code)
+        again = ask_for_code(browser, national_code)
+        typed_back = visible_page(again).replace(national_code, "<national code>")  # the form echoes it
+        answers.append((again.status_code, again.request.path, without_seconds(typed_back)))
+    assert answers[0] == answers[1]
+
+
+def test_resend_answers_alike_for_unknown_and_known_national_codes(app, user):
+    answers = []
+    for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
+        browser = new_browser(app)
+        page = ask_for_code(browser, national_code)
+        resent = browser.submit(page, {}, action_contains="/password/reset/resend")
+        answers.append((resent.status_code, resent.request.path, [without_seconds(f) for f in flashes(resent)]))
+    assert answers[0] == answers[1], answers
+
+
+def test_resend_too_soon_gives_a_message_and_the_first_code_still_works(app, user):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    resent = browser.submit(page, {}, action_contains="/password/reset/resend")
+    assert resent.request.path == "/password/reset"
+    assert flashes(resent)
+    assert len([m for m in sms_outbox(app) if m["purpose"] == "reset"]) == 1
+    done = reset(browser, resent, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
+    assert done.request.path == "/"
+
+
+# -- bad input changes nothing -------------------------------------------------------------------------
+
+
+def _login_code_for(app: Flask, user: UserInfo) -> str:
+    other = new_browser(app)
+    page = other.get("/login/sms")
+    other.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
+    return last_sms_code(app, user.mobile, "login")
+
+
+BAD_CODES = ["wrong", "expired", "login-purpose", "letters"]
+WEAK_PASSWORDS = {
+    "national-code": "0012345679",
+    "mobile": "09121234567",
+    "mobile-e164": "+989121234567",
+    "birthdate": "1990-03-21",
+    "jalali-birthdate": "13690101",
+    "common": "password123",
+    "common-upper": "PASSWORD123",
+    "short": "Ab3$xyz",
+}
+
+
+@pytest.fixture
+def other_session(app, user, rp_client) -> tuple[Browser, dict[str, Any]]:
+    """The user logged in elsewhere, with a refresh token: a reset that fails must leave both alone."""
+    return tokens_in_new_browser(app, rp_client, user)
+
+
+def assert_nothing_changed(app: Flask, user: UserInfo, rp: ClientInfo, other: tuple[Browser, dict[str, Any]]) -> None:
+    browser, token = other
+    assert is_logged_in(browser)
+    assert refresh(browser.client, rp, token["refresh_token"]).status_code == 200
+    assert audit_events(app, "password.reset") == []
+    assert can_log_in(app, user.national_code, user.password)
+    assert not can_log_in(app, user.national_code, NEW_PASSWORD)
+
+
+@pytest.mark.parametrize("bad", BAD_CODES)
+def test_bad_code_changes_nothing(app, user, rp_client, other_session, bad):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    right = last_sms_code(app, user.mobile, "reset")
+    if bad == "wrong":
+        code = f"{(int(right) + 1) % 1_000_000:06d}"
+    elif bad == "expired":
+        clock.advance(121)
+        code = right
+    elif bad == "login-purpose":
+        code = _login_code_for(app, user)
+        if code == right:
+            pytest.fail("the login code equals the reset code (one in a million); run again")
+    else:
+        code = "abcdef"
+    failed = reset(browser, page, code, NEW_PASSWORD)
+    assert failed.status_code == 200 and failed.request.path == "/password/reset"
+    assert field_error(failed, "code")
+    assert not is_logged_in(browser)
+    if bad == "expired":
+        clock.reset()  # back to now, so the other session and tokens are judged at the real time
+    assert_nothing_changed(app, user, rp_client, other_session)
+
+
+@pytest.mark.parametrize("weak", list(WEAK_PASSWORDS.values()), ids=list(WEAK_PASSWORDS))
+def test_weak_new_password_changes_nothing_and_the_code_still_works(app, user, rp_client, other_session, weak):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    code = last_sms_code(app, user.mobile, "reset")
+    failed = reset(browser, page, code, weak)
+    assert failed.status_code == 200 and failed.request.path == "/password/reset"
+    assert field_error(failed, "password")
+    assert not is_logged_in(browser)
+    assert can_log_in(app, user.national_code, user.password)
+    assert not can_log_in(app, user.national_code, weak)
+    assert audit_events(app, "password.reset") == []
+    assert is_logged_in(other_session[0])
+    # Fixing the password with the same code works: the rule was checked before the code was used.
+    done = reset(browser, failed, code, NEW_PASSWORD)
+    assert done.request.path == "/", (field_error(done, "code"), field_error(done, "password"))
+
+
+def test_different_confirmation_changes_nothing(app, user, rp_client, other_session):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    failed = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD, NEW_PASSWORD + "!")
+    assert failed.status_code == 200 and failed.request.path == "/password/reset"
+    assert field_error(failed, "password_confirm")
+    assert not is_logged_in(browser)
+    assert_nothing_changed(app, user, rp_client, other_session)
+
+
+def test_persian_digits_in_national_code_and_code(app, user):
+    browser = new_browser(app)
+    page = ask_for_code(browser, user.national_code.translate(PERSIAN))
+    assert page.request.path == "/password/reset"
+    code = last_sms_code(app, user.mobile, "reset")
+    done = reset(browser, page, code.translate(PERSIAN), NEW_PASSWORD)
+    assert done.request.path == "/", field_error(done, "code")
+    assert can_log_in(app, user.national_code, NEW_PASSWORD)
+
+
+def test_reset_page_without_a_started_recovery_goes_back_to_the_start(app):
+    response = new_browser(app).client.get("/password/reset")
+    assert response.status_code in (302, 303)
+    assert response.location.split("?")[0].endswith("/password/forgot")
