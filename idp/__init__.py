@@ -99,7 +99,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
 
     from .account import bp as account_bp
     from .auth import bp as auth_bp
-    from .oidc import bp as oidc_bp
+    from .oidc.views import bp as oidc_bp
     from .register import bp as register_bp
     from .web.captcha import bp as captcha_bp
 

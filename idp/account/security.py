@@ -12,7 +12,7 @@ from ..rules import InvalidInput
 from ..rules.password import check_password
 from ..store import audit, commit
 from ..web.forms import ButtonForm, ChangePasswordForm, TotpDisableForm, TotpEnableForm, rule_message
-from ..web.login_state import end_other_sessions
+from ..web.login_state import end_other_sessions, notify_sessions_ended
 from . import bp, login_required
 
 ENROLMENT = "totp_enrolment"
@@ -37,8 +37,9 @@ def change_password() -> Response | str:
             else:
                 user.password_hash = hash_password(form.password.data)
                 ended = end_other_sessions(user, keep=g.login, reason="password_changed")
-                audit.record("password.changed", user_id=user.id, other_sessions_ended=ended)
+                audit.record("password.changed", user_id=user.id, other_sessions_ended=len(ended))
                 commit()
+                notify_sessions_ended(ended)
                 flash(gettext("Your password is changed. Other devices were logged out."), "info")
                 return redirect(url_for("account.home"), 303)
     return render_template("account/password.html", form=form)

@@ -9,7 +9,7 @@ from ..store import audit, commit
 from ..store import grants as grant_store
 from ..store import sessions as session_store
 from ..web.forms import ButtonForm
-from ..web.login_state import end_other_sessions, log_out
+from ..web.login_state import end_other_sessions, log_out, notify_sessions_ended
 from . import bp, login_required
 
 
@@ -35,6 +35,7 @@ def end_session(session_id: str) -> Response:
     grant_store.revoke_session_grants(target.id, "ended_by_user")
     audit.record("session.ended", user_id=g.login.user_id, session_id=target.id)
     commit()
+    notify_sessions_ended([target.id])
     flash(gettext("That session is logged out."), "info")
     return redirect(url_for("account.sessions"), 303)
 
@@ -45,7 +46,8 @@ def end_all_sessions() -> Response:
     if not ButtonForm().validate_on_submit():
         abort(400)
     ended = end_other_sessions(g.login.user, keep=g.login, reason="logged_out_everywhere")
-    audit.record("session.ended_everywhere", user_id=g.login.user_id, other_sessions=ended)
+    audit.record("session.ended_everywhere", user_id=g.login.user_id, other_sessions=len(ended))
     commit()
+    notify_sessions_ended(ended)
     log_out(reason="logged_out_everywhere")
     return redirect(url_for("auth.login"), 303)

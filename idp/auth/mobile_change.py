@@ -21,7 +21,7 @@ from ..rules.mobile import mask_mobile
 from ..sms import SmsUnavailable
 from ..store import audit, commit
 from ..web.forms import ChangeMobileConfirmForm, ChangeMobileStartForm
-from ..web.login_state import end_other_sessions, log_in
+from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
 from . import bp
 from .flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember, send_code
 from .password_login import check_password_attempt
@@ -68,9 +68,10 @@ def change_mobile_confirm() -> Response | tuple[str, int] | str:
             old_mobile = user.mobile
             user.mobile = state["mobile"]
             user.updated_at = clock.now()
-            end_other_sessions(user, keep=None, reason="mobile_changed")
+            ended = end_other_sessions(user, keep=None, reason="mobile_changed")
             audit.record("mobile.changed", user_id=user.id, old=mask_mobile(old_mobile), new=mask_mobile(user.mobile))
             commit()
+            notify_sessions_ended(ended)
             forget(FLOW)
             _notify_old_number(old_mobile, user.mobile)
             log_in(user, amr=["pwd", "sms"])

@@ -17,7 +17,7 @@ from ..rules.password import check_password
 from ..store import audit, commit
 from ..store.users import find_user_by_national_code, set_password_hash
 from ..web.forms import ButtonForm, ForgotStartForm, ResetPasswordForm, rule_message
-from ..web.login_state import end_other_sessions, log_in
+from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
 from . import bp, throttle
 from .flow import (
     AuthorizationPageError,
@@ -79,9 +79,10 @@ def reset_password() -> Response | tuple[str, int] | str:
             form.password.errors = [password_error]
         elif user is not None and consume_code("reset", user.mobile, form.code.data):
             set_password_hash(user, hash_password(form.password.data))
-            end_other_sessions(user, keep=None, reason="password_reset")
+            ended = end_other_sessions(user, keep=None, reason="password_reset")
             audit.record("password.reset", user_id=user.id)
             commit()
+            notify_sessions_ended(ended)
             forget(FLOW)
             throttle.record_success(user.national_code)
             log_in(user, amr=["sms"])

@@ -44,6 +44,7 @@ def _client_dict(client: Client, secret: str | None = None, include_secret: bool
         "subject_type": client.subject_type,
         "sector_identifier": client.sector_identifier,
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
+        "backchannel_logout_uri": client.backchannel_logout_uri,
         "trusted": client.trusted,
         "created_at": client.created_at.isoformat(),
     }
@@ -98,6 +99,10 @@ def registration_options(for_update: bool):
             click.option("--sector-identifier", help="Share pairwise subjects with clients of the same sector."),
             click.option("--id-token-alg", type=click.Choice(ID_TOKEN_ALGS), help="ID token signing algorithm."),
             click.option(
+                "--backchannel-logout-uri",
+                help="Where to POST a logout token when a user's session ends (Back-Channel Logout 1.0).",
+            ),
+            click.option(
                 "--trusted/--not-trusted",
                 default=None,
                 help="A trusted (first-party) client skips the consent page.",
@@ -126,6 +131,7 @@ def _changes(options: dict[str, Any]) -> dict[str, Any]:
         "subject_type": options.get("subject_type"),
         "sector_identifier": options.get("sector_identifier"),
         "id_token_signed_response_alg": options.get("id_token_alg"),
+        "backchannel_logout_uri": options.get("backchannel_logout_uri"),
         "trusted": options.get("trusted"),
     }
     return {key: value for key, value in mapping.items() if value is not None}

@@ -29,7 +29,8 @@ from .claims import released_claim_names, subject_for, user_claims
 ACCESS_TOKEN_TYPE = "at+jwt"
 
 
-def _sign(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> str:
+def sign_jwt(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> str:
+    """A JWS signed with the active key of ``alg``; its ``kid`` in the header."""
     key = current_provider().keys.signing_key(alg)
     header = {"alg": alg, "kid": key.kid, **header_extra}
     return jwt.encode(header, claims, key.key, algorithms=[alg])
@@ -67,7 +68,7 @@ def issue_access_token(*, client: Client, subject: str, scope: str, grant: Grant
     }
     if grant is not None:
         claims["gid"] = grant.id
-    return _sign({"typ": ACCESS_TOKEN_TYPE}, claims, provider.config.keys.access_token_alg)
+    return sign_jwt({"typ": ACCESS_TOKEN_TYPE}, claims, provider.config.keys.access_token_alg)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def issue_id_token(
         claims["nonce"] = nonce
     if access_token:
         claims["at_hash"] = create_half_hash(access_token, alg).decode("ascii")
-    return _sign({"typ": "JWT"}, claims, alg)
+    return sign_jwt({"typ": "JWT"}, claims, alg)
 
 
 def _epoch(moment: dt.datetime) -> int:

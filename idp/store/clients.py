@@ -50,6 +50,7 @@ class Registration:
     subject_type: str = "pairwise"
     sector_identifier: str | None = None
     id_token_signed_response_alg: str = "RS256"
+    backchannel_logout_uri: str | None = None
     trusted: bool = False
 
 
@@ -98,6 +99,10 @@ def validate_registration(reg: Registration) -> Registration:
     if reg.token_endpoint_auth_method == "private_key_jwt" and jwks is None and not jwks_uri:
         raise InvalidRegistration("jwks", "private_key_jwt needs the client's public keys: --jwks or --jwks-uri")
 
+    backchannel = (reg.backchannel_logout_uri or "").strip() or None
+    if backchannel:
+        _check_uri("backchannel-logout-uri", backchannel)
+
     if reg.subject_type not in SUBJECT_TYPES:
         raise InvalidRegistration("subject-type", f"must be one of {', '.join(SUBJECT_TYPES)}")
     if reg.id_token_signed_response_alg not in ID_TOKEN_ALGS:
@@ -112,6 +117,7 @@ def validate_registration(reg: Registration) -> Registration:
         post_logout_redirect_uris=post_logout,
         jwks_uri=jwks_uri,
         sector_identifier=sector,
+        backchannel_logout_uri=backchannel,
     )
 
 
@@ -170,6 +176,7 @@ def _columns(reg: Registration) -> dict[str, Any]:
         "subject_type": reg.subject_type,
         "sector_identifier": reg.sector_identifier,
         "id_token_signed_response_alg": reg.id_token_signed_response_alg,
+        "backchannel_logout_uri": reg.backchannel_logout_uri,
         "trusted": reg.trusted,
     }
 
@@ -187,6 +194,7 @@ def registration_of(client: Client) -> Registration:
         subject_type=client.subject_type,
         sector_identifier=client.sector_identifier,
         id_token_signed_response_alg=client.id_token_signed_response_alg,
+        backchannel_logout_uri=client.backchannel_logout_uri,
         trusted=client.trusted,
     )
 

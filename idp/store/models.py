@@ -118,6 +118,8 @@ class Client(db.Model, ClientMixin):
     #: Pairwise subjects are computed per sector; by default each client is its own sector.
     sector_identifier: Mapped[str | None] = mapped_column(String(255))
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="RS256")
+    #: OpenID Connect Back-Channel Logout 1.0: where to POST a logout token when a session it used ends.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -135,6 +137,7 @@ class Client(db.Model, ClientMixin):
         return {
             "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
             "id_token_signed_response_alg": self.id_token_signed_response_alg,
+            "backchannel_logout_uri": self.backchannel_logout_uri,
         }
 
     def get_client_id(self) -> str:

@@ -11,6 +11,7 @@ import secrets
 from flask import g, request, session
 
 from .. import clock
+from ..oidc.backchannel import notify_sessions_ended
 from ..provider import current_provider
 from ..scopes import acr_for
 from ..store import audit, commit
@@ -57,6 +58,8 @@ def log_in(user: User, *, amr: list[str]) -> UserSession:
     )
     audit.record("login.succeeded", user_id=user.id, method="+".join(amr), session_id=login.id)
     commit()
+    if previous is not None:
+        notify_sessions_ended([previous.id])
     regenerate()
     session["sid"] = login.id
     g.idp_login = login
@@ -75,15 +78,16 @@ def add_factor(login: UserSession, method: str) -> UserSession:
     return login
 
 
-def end_other_sessions(user: User, keep: UserSession | None, reason: str) -> int:
+def end_other_sessions(user: User, keep: UserSession | None, reason: str) -> list[str]:
     """End every session of ``user`` but ``keep`` and revoke every refresh token not made in ``keep``
-    (also those of sessions that already ended, which may still hold live refresh tokens). Not committed."""
-    ended = 0
+    (also those of sessions that already ended, which may still hold live refresh tokens). Not committed:
+    the caller commits, then passes the ids returned to :func:`notify_sessions_ended`."""
+    ended = []
     for login in session_store.live_sessions_of(user.id):
         if keep is not None and login.id == keep.id:
             continue
         session_store.end_session(login)
-        ended += 1
+        ended.append(login.id)
     grant_store.revoke_user_grants(user.id, reason, keep_session_id=keep.id if keep is not None else None)
     return ended
 
@@ -105,6 +109,7 @@ def log_out(*, hinted_session_id: str | None = None, reason: str) -> list[str]:
         audit.record("logout", user_id=login.user_id, session_id=login.id, reason=reason)
         ended.append(login.id)
     commit()
+    notify_sessions_ended(ended)
     binding = session.get("binding")
     locale = session.get("locale")
     session.clear()

@@ -48,6 +48,8 @@ def provider_metadata(provider: Provider) -> dict[str, Any]:
         "claims_locales_supported": ["fa"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         # OpenID Connect for Identity Assurance 1.0, section 8.
         "verified_claims_supported": True,
         "trust_frameworks_supported": [provider.config.identity.trust_framework],

@@ -1,0 +1,168 @@
+"""The ``oidc`` blueprint: the protocol endpoints and the consent page. Views stay thin; the work is in
+:mod:`idp.oidc.endpoints` and the grants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask_babel import gettext
+from werkzeug.datastructures import MultiDict
+
+from ..extensions import csrf, limiter
+from ..provider import current_provider
+from ..scopes import claims_for_scopes
+from ..store import audit, commit
+from ..store.consents import record_consent
+from ..web.forms import ConsentForm, LogoutForm
+from ..web.login_state import current_session
+from . import paths
+from .claims import extra_claims_allowed, parse_claims_request
+from .endpoints import authorize as authorization
+from .endpoints.discovery import provider_metadata
+from .server import authorization_server
+
+bp = Blueprint("oidc", __name__)
+
+# Relying parties' browsers call these from other origins (single-page apps, discovery by a JS library).
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
+
+
+def _json(document: dict, max_age: int) -> Response:
+    body = json.dumps(document, separators=(",", ":"), sort_keys=True)
+    response = Response(body, mimetype="application/json", headers=CORS_HEADERS)
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.set_etag(hashlib.sha256(body.encode()).hexdigest()[:32])
+    return response.make_conditional(request)
+
+
+@bp.get(paths.DISCOVERY)
+@bp.get(paths.OAUTH_METADATA)
+def discovery() -> Response:
+    return _json(provider_metadata(current_provider()), max_age=3600)
+
+
+@bp.get(paths.JWKS)
+def jwks() -> Response:
+    # Short enough that relying parties pick up a rotation soon; they also refetch on an unknown kid.
+    return _json(current_provider().keys.jwks(), max_age=300)
+
+
+@bp.route(paths.AUTHORIZE, methods=["GET", "POST"])
+@csrf.exempt  # a relying party's auto-submitted form (OpenID Connect Core 3.1.2.1 allows POST)
+def authorize() -> Response:
+    params = MultiDict(request.args) if request.method == "GET" else MultiDict(request.form)
+    try:
+        return authorization.start(params)
+    except authorization.AuthorizationPageError as error:
+        return authorization.render_page_error(error)
+
+
+@bp.get(paths.AUTHORIZE + "/resume")
+def resume() -> Response:
+    try:
+        return authorization.resume(authorization.load_pending(request.args.get("tx")))
+    except authorization.AuthorizationPageError as error:
+        return authorization.render_page_error(error)
+
+
+@bp.route("/consent", methods=["GET", "POST"])
+def consent() -> Response:
+    try:
+        pending = authorization.load_pending(request.args.get("tx"))
+        params = pending.multidict
+        client, _redirect_uri = authorization.check_client_and_redirect_uri(params)
+    except authorization.AuthorizationPageError as error:
+        return authorization.render_page_error(error)
+    login = current_session()
+    if login is None:
+        return redirect(url_for("oidc.resume", tx=pending.id))
+    scopes = (params.get("scope") or "").split()
+    try:
+        claims_request = parse_claims_request(params.get("claims"))
+    except OAuth2Error:
+        return redirect(url_for("oidc.resume", tx=pending.id))
+    extra = extra_claims_allowed(claims_request, client, scopes)
+    form = ConsentForm()
+    if form.validate_on_submit():
+        if form.decision.data == "deny":
+            audit.record("consent.denied", user_id=login.user_id, client_id=client.client_id)
+            commit()
+            return authorization.deny(pending)
+        record_consent(login.user_id, client.client_id, scopes, extra)
+        audit.record("consent.granted", user_id=login.user_id, client_id=client.client_id, scope=" ".join(scopes))
+        commit()
+        pending.consented = True
+        pending.save()
+        return redirect(url_for("oidc.resume", tx=pending.id), 303)
+    claims = [c for c in claims_for_scopes(scopes) if c != "sub"] + extra
+    return render_template("consent.html", form=form, client=client, claims=claims, user=login.user, tx=pending.id)
+
+
+@bp.post(paths.TOKEN)
+@csrf.exempt
+@limiter.limit(lambda: current_provider().config.limits.token_per_ip)
+def token() -> Response:
+    response = authorization_server().create_token_response()
+    response.headers.update(CORS_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.post(paths.REVOCATION)
+@csrf.exempt
+def revoke() -> Response:
+    return authorization_server().create_endpoint_response("revocation")
+
+
+@bp.post(paths.INTROSPECTION)
+@csrf.exempt
+def introspect() -> Response:
+    response = authorization_server().create_endpoint_response("introspection")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route(paths.USERINFO, methods=["GET", "POST"])
+@csrf.exempt
+def userinfo() -> Response:
+    response = authorization_server().create_endpoint_response("userinfo")
+    response.headers.update(CORS_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route(paths.END_SESSION, methods=["GET", "POST"])
+@csrf.exempt  # a relying party's logout request may be a cross-site POST; our own confirmation is checked below
+def end_session() -> Response:
+    server = authorization_server()
+    confirming = request.method == "POST" and "confirm" in request.form
+    if confirming:
+        if not LogoutForm().validate_on_submit():
+            abort(400)
+        g.logout_confirmed_by_user = True
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        return render_template("error.html", message=error.get_error_description()), 400
+    data = end_request.request.payload.data
+    wanted_return = data.get("post_logout_redirect_uri")
+    if end_request.needs_confirmation and not confirming:
+        if current_session() is None:
+            return render_template("logged_out.html", return_refused=bool(wanted_return))
+        keep = ("client_id", "post_logout_redirect_uri", "state", "ui_locales")
+        params = {name: data[name] for name in keep if data.get(name)}
+        return render_template("logout_confirm.html", form=LogoutForm(), client=end_request.client, params=params)
+    if wanted_return and end_request.redirect_uri is None and not confirming:
+        # RP-Initiated Logout section 3: never redirect to an unregistered address; say so, change nothing.
+        return render_template(
+            "error.html",
+            message=gettext("The address to return to after logout is not registered for this website."),
+        ), 400
+    response = server.create_endpoint_response("end_session", end_request)
+    if response is None:
+        return render_template("logged_out.html", return_refused=bool(wanted_return))
+    return response
