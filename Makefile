@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
 	touch $(STAMP)
 
-## demo: initialise the database and keys, register a demo client and user, then serve on 127.0.0.1:5000
+## demo: set up the provider and demo users, register the two example sites, then serve all three
+## (Hoviyat on 127.0.0.1:5000, the carmaker on :5001, the device registry on :5002); Ctrl-C stops them
 demo: $(STAMP)
 	$(BIN)/python -m idp.demo
-	$(BIN)/idp serve
 
 ## test: lint, then the whole suite on SQLite + in-process store and on PostgreSQL + Redis when they answer
 test: $(STAMP) lint

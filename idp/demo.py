@@ -1,7 +1,9 @@
-"""``make demo``'s set-up: database, keys, a demo client and demo users, then how to try a login.
+"""``make demo``: set up the provider (database, keys, demo users), register the two example sites with
+`idp clients create`, then serve all three: Hoviyat on its configured port (5000), the carmaker's sales portal
+on the next one (5001) and the device registry on the one after (5002). Ctrl-C stops them.
 
-Safe to run again: it upgrades the schema, keeps existing keys and users, and gives the demo client a new
-secret each time (secrets are stored only hashed, so an old one cannot be shown again).
+Safe to run again: it upgrades the schema, keeps existing keys and users, and gives each client a new secret
+(secrets are stored only hashed at the provider, so an old one cannot be shown again).
 """
 
 from __future__ import annotations
@@ -9,10 +11,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 from sqlalchemy import select
+
+from clients.rp_kit.settings import write_settings
 
 from . import create_app
 from .cli.serve import ensure_signing_keys
@@ -70,6 +82,67 @@ def set_up() -> dict[str, object]:
     return {"client_id": client.client_id, "client_secret": secret, "new_keys": new_keys}
 
 
+@dataclass(frozen=True)
+class Site:
+    """An example relying party of clients/, as the demo registers and serves it."""
+
+    module: str
+    name: str
+    #: Its port is the provider's plus this.
+    port_offset: int
+    scope: str
+
+    @property
+    def port(self) -> int:
+        return current_provider().config.server.port + self.port_offset
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+SITES = (
+    # The carmaker gets the address (for the purchase file), not device data; the registry the opposite.
+    Site("carmaker", "سامانه یکپارچه فروش خودرو", 1, "openid profile phone national_id address"),
+    Site("device_registry", "سامانه همتا (ثبت دستگاه‌های تلفن همراه)", 2, "openid profile phone national_id"),
+)
+
+
+def _idp_command() -> list[str]:
+    return [str(Path(sys.executable).with_name("idp"))]
+
+
+def register_site(site: Site) -> dict[str, str]:
+    """Register ``site`` with `idp clients create` (or give it a new secret when it exists already) and write
+    the settings file it reads, mode 0600 since it holds the client secret."""
+    existing = db.session.scalar(select(Client).where(Client.name == site.name))
+    if existing is not None:
+        args = ["clients", "rotate-secret", existing.client_id, "--json"]
+    else:
+        args = [
+            "clients", "create", "--name", site.name, "--scope", site.scope, "--json",
+            "--redirect-uri", site.base_url + "/auth/callback",
+            "--post-logout-redirect-uri", site.base_url + "/auth/logged-out",
+            "--backchannel-logout-uri", site.base_url + "/auth/backchannel-logout",
+        ]  # fmt: skip
+    result = subprocess.run([*_idp_command(), *args], capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise SystemExit(f"idp {' '.join(args[:2])} failed for {site.module}: {result.stderr.strip()}")
+    registered = json.loads(result.stdout)
+    settings = {
+        "issuer": current_provider().issuer,
+        "client_id": registered["client_id"],
+        "client_secret": registered["client_secret"],
+        "base_url": site.base_url,
+    }
+    write_settings(site_settings_path(site), settings)
+    return settings
+
+
+def site_settings_path(site: Site) -> Path:
+    return current_provider().config.var_path / "clients" / f"{site.module}.json"
+
+
 def _jalali(iso_date: str) -> str:
     year, month, day = gregorian_to_jalali(dt.date.fromisoformat(iso_date))
     return f"{year}/{month}/{day}"
@@ -109,7 +182,7 @@ Hoviyat is set up.
 Demo users (password "{DEMO_PASSWORD}"):
 {users}
 
-Try a login once the server below is running:
+Try the protocol by hand (a client with no site behind it), once the servers below run:
   1. Open this address in a browser, log in with a demo user and allow the request:
      {provider.url(paths.AUTHORIZE)}?{query}
   2. You are sent to {DEMO_REDIRECT_URI}?code=... (no site answers there yet; the example
@@ -134,7 +207,51 @@ def main() -> None:
         result = set_up()
         for kid in result["new_keys"]:  # type: ignore[union-attr]
             print(f"generated signing key {kid}")
+        for site in SITES:
+            register_site(site)
         print(instructions(str(result["client_id"]), str(result["client_secret"])))
+        print(sites_text())
+        sites = {site.module: (site.port, site_settings_path(site)) for site in SITES}
+    if "--no-serve" not in sys.argv:
+        serve_all(sites)
+
+
+def sites_text() -> str:
+    provider = current_provider()
+    lines = [
+        "The three sites (single sign-on: log in at one, the other asks no password; log out at one, both end):",
+        f"  Hoviyat (the provider):        {provider.issuer}",
+    ]
+    lines += [f"  {site.module:29} {site.base_url}" for site in SITES]
+    lines.append(f"Demo identities with accounts (password {DEMO_PASSWORD!r}):")
+    lines += [f"  national code {code}  ({given} {family})" for code, _, _, given, family in DEMO_USERS]
+    return "\n".join(lines) + "\n"
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_all(sites: dict[str, tuple[int, Path]]) -> None:
+    """Run the provider and both sites until Ctrl-C or until one of them stops."""
+    python = sys.executable
+    commands: list[tuple[list[str], dict[str, str]]] = [([*_idp_command(), "serve"], {})]
+    for module, (port, settings_path) in sites.items():
+        env = {f"{module.upper()}_CONFIG": str(settings_path)}
+        commands.append(([python, "-m", f"clients.{module}", "--port", str(port)], env))
+    processes = [subprocess.Popen(command, env={**os.environ, **env}) for command, env in commands]  # noqa: S603
+    signal.signal(signal.SIGTERM, _stop)  # a service manager's "stop" ends the three as Ctrl-C does
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=10)
 
 
 if __name__ == "__main__":

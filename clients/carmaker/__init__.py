@@ -1,0 +1,299 @@
+"""A carmaker's sales portal (like Iran Khodro's or Saipa's), a relying party of Hoviyat.
+
+Customers log in with Hoviyat; the verified national ID, name, birth date and mobile come from the ID token
+and are never asked again. The customer completes a purchase file (postal address with postal code, and the
+Sheba number, which cannot be changed afterwards), picks a car from a sale plan and orders it; later they can
+cancel the order and choose another car, or withdraw from the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import FlaskForm
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from wtforms import BooleanField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, ValidationError
+
+from ..rp_kit.dates import jalali, persian_digits
+from ..rp_kit.login import ButtonForm, RelyingParty, RpSessionMixin, RpUserMixin
+from ..rp_kit.settings import RpSettings, load_settings
+from ..rp_kit.validators import Invalid, normalize_postal_code, normalize_sheba
+
+#: Only what a car purchase needs: no device data (CONTRACTS.md scopes).
+SCOPE = "openid profile phone national_id address"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class User(db.Model, RpUserMixin):
+    __tablename__ = "users"
+
+
+class LoginSession(db.Model, RpSessionMixin):
+    pass
+
+
+class PurchaseFile(db.Model):
+    """پرونده خرید: what the carmaker needs beyond the verified identity."""
+
+    __tablename__ = "purchase_files"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    postal_address: Mapped[str] = mapped_column(Text)
+    postal_code: Mapped[str] = mapped_column(String(10))
+    #: Fixed once saved: refunds go to this account, so it cannot be switched later (as Iran Khodro does).
+    sheba: Mapped[str] = mapped_column(String(26))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    plan_id: Mapped[str] = mapped_column(String(32))
+    car_id: Mapped[str] = mapped_column(String(32))
+    #: ``active``, ``cancelled`` (to choose another car) or ``withdrawn`` (out of the plan for good).
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+@dataclass(frozen=True)
+class Car:
+    id: str
+    name: str
+    price_rials: int
+    delivery_months: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    name: str
+    cars: tuple[Car, ...]
+
+
+CATALOGUE = (
+    Plan(
+        "1404-fall",
+        "طرح فروش فوری پاییز ۱۴۰۴",
+        (
+            Car("dena-plus", "دنا پلاس دنده‌ای", 12_450_000_000, 3),
+            Car("tara-v4", "تارا اتوماتیک V4", 16_900_000_000, 4),
+        ),
+    ),
+    Plan(
+        "1404-presale",
+        "پیش‌فروش یک‌ساله ۱۴۰۴",
+        (
+            Car("runna-plus", "رانا پلاس", 9_800_000_000, 12),
+            Car("soren-plus", "سورن پلاس", 10_700_000_000, 12),
+        ),
+    ),
+)
+
+
+def find_plan(plan_id: str) -> Plan | None:
+    return next((plan for plan in CATALOGUE if plan.id == plan_id), None)
+
+
+def find_car(plan: Plan, car_id: str) -> Car | None:
+    return next((car for car in plan.cars if car.id == car_id), None)
+
+
+def describe_order(order: Order) -> tuple[Plan | None, Car | None]:
+    plan = find_plan(order.plan_id)
+    return plan, find_car(plan, order.car_id) if plan else None
+
+
+class PurchaseFileForm(FlaskForm):
+    postal_address = TextAreaField("نشانی پستی", validators=[DataRequired("نشانی را وارد کنید."), Length(max=500)])
+    postal_code = StringField("کد پستی")
+    sheba = StringField("شماره شبا")
+
+    def validate_postal_code(self, field: StringField) -> None:
+        try:
+            field.data = normalize_postal_code(field.data or "")
+        except Invalid as error:
+            raise ValidationError(str(error)) from None
+
+    def validate_sheba(self, field: StringField) -> None:
+        try:
+            field.data = normalize_sheba(field.data or "")
+        except Invalid as error:
+            raise ValidationError(str(error)) from None
+
+
+class WithdrawForm(FlaskForm):
+    understood = BooleanField("می‌دانم که با انصراف از طرح خارج می‌شوم و نمی‌توانم دوباره در این طرح ثبت‌نام کنم.")
+
+    def validate_understood(self, field: BooleanField) -> None:
+        if not field.data:
+            raise ValidationError("برای انصراف، این گزینه را تأیید کنید.")
+
+
+def create_app(settings: RpSettings | None = None, overrides: Mapping[str, str] | None = None) -> Flask:
+    settings = settings or load_settings("carmaker", dict(overrides or {}))
+    app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SESSION_COOKIE_NAME="carmaker_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+    )
+    db.init_app(app)
+    rp = RelyingParty(settings, db, User, LoginSession, SCOPE, home_endpoint="sales.home")
+    rp.init_app(app)
+    app.extensions["carmaker.rp"] = rp
+    app.jinja_env.filters["jalali"] = jalali
+    app.jinja_env.filters["jalali_iso"] = lambda iso: jalali(dt.date.fromisoformat(iso))
+    app.jinja_env.filters["fa"] = persian_digits
+    app.jinja_env.filters["rials"] = lambda amount: persian_digits(f"{amount:,}").replace(",", "٬")
+    app.jinja_env.globals["describe_order"] = describe_order
+    app.register_blueprint(_sales_blueprint(rp))
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def _sales_blueprint(rp: RelyingParty) -> Blueprint:
+    bp = Blueprint("sales", __name__)
+
+    def purchase_file_of(user: User) -> PurchaseFile | None:
+        return db.session.get(PurchaseFile, user.id)
+
+    def orders_of(user: User) -> list[Order]:
+        return list(db.session.scalars(select(Order).where(Order.user_id == user.id).order_by(Order.id.desc())))
+
+    @bp.get("/")
+    def home() -> str:
+        user = rp.current_user()
+        if user is None:
+            return render_template("landing.html")
+        return render_template(
+            "home.html", user=user, purchase_file=purchase_file_of(user), orders=orders_of(user), form=ButtonForm()
+        )
+
+    @bp.route("/purchase-file", methods=["GET", "POST"])
+    @rp.login_required
+    def purchase_file() -> object:
+        user = rp.current_user()
+        existing = purchase_file_of(user)
+        form = PurchaseFileForm()
+        if request.method == "GET" and existing is None:
+            address = (rp.current_session() and _address_claim(rp)) or {}
+            form.postal_address.data = address.get("formatted")
+            form.postal_code.data = address.get("postal_code")
+        if request.method == "GET" and existing is not None:
+            form.postal_address.data, form.postal_code.data = existing.postal_address, existing.postal_code
+        if existing is not None:
+            form.sheba.data = existing.sheba  # fixed: whatever was posted, the saved number stays
+            form.sheba.validators = []
+        if form.validate_on_submit():
+            if existing is None:
+                existing = PurchaseFile(user_id=user.id, sheba=form.sheba.data, created_at=dt.datetime.now(dt.UTC))
+                db.session.add(existing)
+            existing.postal_address = form.postal_address.data.strip()
+            existing.postal_code = form.postal_code.data
+            db.session.commit()
+            flash("پرونده خرید ذخیره شد.", "info")
+            return redirect(url_for("sales.plans"))
+        return render_template("purchase_file.html", form=form, existing=existing, user=user)
+
+    @bp.get("/plans")
+    @rp.login_required
+    def plans() -> str:
+        user = rp.current_user()
+        orders = orders_of(user)
+        withdrawn = {o.plan_id for o in orders if o.status == "withdrawn"}
+        active = next((o for o in orders if o.status == "active"), None)
+        return render_template(
+            "plans.html",
+            catalogue=CATALOGUE,
+            withdrawn=withdrawn,
+            active=active,
+            purchase_file=purchase_file_of(user),
+            form=ButtonForm(),
+        )
+
+    @bp.post("/plans/<plan_id>/cars/<car_id>/order")
+    @rp.login_required
+    def order(plan_id: str, car_id: str) -> object:
+        user = rp.current_user()
+        plan = find_plan(plan_id)
+        car = find_car(plan, car_id) if plan else None
+        if car is None or not ButtonForm().validate_on_submit():
+            abort(404 if car is None else 400)
+        orders = orders_of(user)
+        if purchase_file_of(user) is None:
+            flash("ابتدا پرونده خرید را کامل کنید.", "error")
+            return redirect(url_for("sales.purchase_file"))
+        if any(o.plan_id == plan_id and o.status == "withdrawn" for o in orders):
+            flash("شما از این طرح انصراف داده‌اید و نمی‌توانید دوباره در آن ثبت‌نام کنید.", "error")
+            return redirect(url_for("sales.plans"))
+        if any(o.status == "active" for o in orders):
+            flash("شما یک سفارش فعال دارید؛ برای انتخاب خودروی دیگر ابتدا آن را لغو کنید.", "error")
+            return redirect(url_for("sales.home"))
+        db.session.add(
+            Order(user_id=user.id, plan_id=plan_id, car_id=car_id, status="active", created_at=dt.datetime.now(dt.UTC))
+        )
+        db.session.commit()
+        flash(f"سفارش {car.name} ثبت شد.", "info")
+        return redirect(url_for("sales.home"))
+
+    def active_order(user: User, order_id: int) -> Order:
+        order = db.session.get(Order, order_id)
+        if order is None or order.user_id != user.id or order.status != "active":
+            abort(404)
+        return order
+
+    @bp.post("/orders/<int:order_id>/cancel")
+    @rp.login_required
+    def cancel(order_id: int) -> object:
+        order = active_order(rp.current_user(), order_id)
+        if not ButtonForm().validate_on_submit():
+            abort(400)
+        order.status, order.closed_at = "cancelled", dt.datetime.now(dt.UTC)
+        db.session.commit()
+        flash("سفارش لغو شد. اکنون می‌توانید خودروی دیگری از همین طرح انتخاب کنید.", "info")
+        return redirect(url_for("sales.plans"))
+
+    @bp.route("/orders/<int:order_id>/withdraw", methods=["GET", "POST"])
+    @rp.login_required
+    def withdraw(order_id: int) -> object:
+        order = active_order(rp.current_user(), order_id)
+        form = WithdrawForm()
+        if form.validate_on_submit():
+            order.status, order.closed_at = "withdrawn", dt.datetime.now(dt.UTC)
+            db.session.commit()
+            flash("انصراف شما از طرح ثبت شد.", "info")
+            return redirect(url_for("sales.home"))
+        return render_template("withdraw.html", form=form, order=order, plan=find_plan(order.plan_id))
+
+    return bp
+
+
+def _address_claim(rp: RelyingParty) -> dict[str, str]:
+    """The address Hoviyat released (the ``address`` scope), to fill the form in; the user may change it."""
+    login = rp.current_session()
+    try:
+        info = rp.client.userinfo(token={"access_token": login.access_token, "token_type": "Bearer"})
+    except Exception:
+        return {}
+    address = info.get("address")
+    return address if isinstance(address, dict) else {}
