@@ -231,7 +231,7 @@ def live_server(app: Flask) -> Iterator[str]:
     """The app served over real HTTP at its issuer URL, for relying-party libraries."""
     config = app.extensions["idp"].config
     server = make_server("127.0.0.1", config.server.port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield config.server.issuer

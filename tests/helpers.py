@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -16,6 +18,7 @@ from flask.testing import FlaskClient
 
 from idp.cli.users import admin_import_evidence
 from idp.passwords import hash_password
+from idp.security import sha256_hex
 from idp.store import commit
 from idp.store.clients import Registration, create_client
 from idp.store.users import create_user
@@ -200,6 +203,67 @@ class Browser:
         assert "/login/second-factor" in response.request.path, response.request.path
         page = self.submit(response, {}, action_contains="/login/second-factor/send")
         return self.submit(page, {"code": last_sms_code(app, mobile, "step_up")}, field_name="code")
+
+
+def browser_for(
+    app: Flask, *, language: str | None = None, ip: str | None = None, user_agent: str | None = None
+) -> Browser:
+    """A Browser on a fresh test client of ``app``, sending this Accept-Language, address and User-Agent if given."""
+    client = app.test_client()
+    if language:
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
+    if ip is not None:
+        client.environ_base["REMOTE_ADDR"] = ip
+    if user_agent is not None:
+        client.environ_base["HTTP_USER_AGENT"] = user_agent
+    return Browser(client, app.extensions["idp"].issuer)
+
+
+def english_browser(app: Flask, ip: str | None = None, user_agent: str | None = None) -> Browser:
+    """A Browser that asks for English pages, so messages can be compared as text."""
+    return browser_for(app, language="en", ip=ip, user_agent=user_agent)
+
+
+def is_logged_in(browser: Browser) -> bool:
+    """Whether the account home answers this browser (it sends a browser that is not logged in to log in)."""
+    return browser.client.get("/").status_code == 200
+
+
+def page_text(response: Any) -> str:
+    """The body of a response as text (the page's HTML)."""
+    return response.get_data(as_text=True)
+
+
+def field_error(response: Any, name: str, *, raw: bool = False) -> str | None:
+    """The unescaped text of a field's ``<p id="NAME-error">``, or None; ``raw``: as sent, up to the first ``</``."""
+    if raw:
+        match = re.search(rf'id="{re.escape(name)}-error"[^>]*>(.*?)</', page_text(response), re.S)
+        return match.group(1).strip() if match else None
+    match = re.search(rf'id="{re.escape(name)}-error"[^>]*>(.*?)</p>', page_text(response), re.S)
+    return unescape(match.group(1)).strip() if match else None
+
+
+def _client_of(client_or_browser: FlaskClient | Browser) -> FlaskClient:
+    return client_or_browser.client if isinstance(client_or_browser, Browser) else client_or_browser
+
+
+def browser_session(app: Flask, client_or_browser: FlaskClient | Browser) -> dict[str, Any]:
+    """The server-side session of this browser (or test client), ``{}`` when it has none."""
+    provider = app.extensions["idp"]
+    cookie = _client_of(client_or_browser).get_cookie(provider.config.session.cookie_name)
+    if cookie is None:
+        return {}
+    return provider.store.get("browser-session:" + sha256_hex(cookie.value)) or {}
+
+
+def captcha_answer(app: Flask, client_or_browser: FlaskClient | Browser) -> str:
+    """The answer to the CAPTCHA last drawn for this browser (or test client), read from its server-side session."""
+    cookie_name = app.extensions["idp"].config.session.cookie_name
+    cookie = _client_of(client_or_browser).get_cookie(cookie_name)
+    assert cookie is not None, "the page with the CAPTCHA set a session cookie"
+    data = browser_session(app, client_or_browser)
+    assert "captcha" in data, "no CAPTCHA was drawn for this browser"
+    return data["captcha"]["answer"]
 
 
 def authorization_params(client: ClientInfo, challenge: str, **extra: str) -> dict[str, str]:

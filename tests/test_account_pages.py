@@ -35,9 +35,11 @@ from .helpers import (
     UserInfo,
     add_registry_person,
     authorization_params,
+    browser_for,
     create_test_client,
     create_test_user,
     exchange_code,
+    field_error,
     find_form,
     get_code,
     parse_page,
@@ -125,12 +127,8 @@ def text_of(response: Any) -> str:
 
 
 def new_browser(app: Flask, user_agent: str = "Browser A", language: str | None = None) -> Browser:
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = CLIENT_ADDRESS
-    client.environ_base["HTTP_USER_AGENT"] = user_agent
-    if language:
-        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
-    return Browser(client, app.extensions["idp"].issuer)
+    """A browser at this test's own client address, named by its User-Agent."""
+    return browser_for(app, language=language, ip=CLIENT_ADDRESS, user_agent=user_agent)
 
 
 def log_in(app: Flask, user: UserInfo, user_agent: str = "Browser A", language: str | None = EN) -> Browser:
@@ -230,13 +228,6 @@ def mail_outbox(app: Flask) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def field_error(response: Any, field: str) -> str | None:
-    """The error text tied to a form field (``<… id="FIELD-error">``), or None."""
-    html = response.get_data(as_text=True)
-    match = re.search(rf'id="{re.escape(field)}-error"[^>]*>(.*?)</', html, re.S)
-    return match.group(1).strip() if match else None
 
 
 def other_user(app: Flask) -> UserInfo:
@@ -506,7 +497,7 @@ def test_wrong_email_code_does_not_set_the_address(app, user):
     wrong = "000000" if mail["code"] != "000000" else "111111"
     response = _verify_email(browser, wrong)
     assert response.status_code == 200
-    assert field_error(response, "code"), response.get_data(as_text=True)[:3000]
+    assert field_error(response, "code", raw=True), response.get_data(as_text=True)[:3000]
     stored = load_user(app, user.id)
     assert stored.email is None and not stored.email_verified
     # The right code still works afterwards.
@@ -523,7 +514,7 @@ def test_expired_email_code_is_refused(app, user):
     clock.advance(121)
     response = _verify_email(browser, mail["code"])
     assert response.status_code == 200
-    assert field_error(response, "code")
+    assert field_error(response, "code", raw=True)
     assert load_user(app, user.id).email is None
 
 
@@ -532,7 +523,7 @@ def test_invalid_email_address_is_a_field_error(app, user, address):
     browser = log_in(app, user)
     response = _start_email(browser, address)
     assert response.status_code == 200
-    assert field_error(response, "email"), response.get_data(as_text=True)[:3000]
+    assert field_error(response, "email", raw=True), response.get_data(as_text=True)[:3000]
     assert mail_outbox(app) == []
     assert load_user(app, user.id).email is None
 
@@ -604,7 +595,7 @@ def test_bad_postal_codes_are_field_errors(app, user, postal_code, why):
     browser = log_in(app, user)
     response = _save_address(browser, ADDRESS, postal_code)
     assert response.status_code == 200, why
-    assert field_error(response, "postal_code"), (why, response.get_data(as_text=True)[:3000])
+    assert field_error(response, "postal_code", raw=True), (why, response.get_data(as_text=True)[:3000])
     saved = load_user(app, user.id)
     assert saved.postal_address is None and saved.postal_code is None
 
@@ -613,7 +604,7 @@ def test_empty_postal_address_is_a_field_error(app, user):
     browser = log_in(app, user)
     response = _save_address(browser, "   ", "1345678910")
     assert response.status_code == 200
-    assert field_error(response, "postal_address")
+    assert field_error(response, "postal_address", raw=True)
     assert load_user(app, user.id).postal_code is None
 
 
@@ -679,7 +670,7 @@ def test_password_change_needs_the_current_password(app, user):
     other = log_in(app, user, "Browser B")
     response = _change_password(mine, "not my password", NEW_PASSWORD)
     assert response.status_code == 200
-    assert field_error(response, "current_password"), response.get_data(as_text=True)[:3000]
+    assert field_error(response, "current_password", raw=True), response.get_data(as_text=True)[:3000]
     assert not is_logged_out(other)
     assert not audit_events(app, user.id, "password.changed")
     assert _password_works(app, user, user.password)
@@ -704,7 +695,7 @@ def test_new_password_rules(app, user, new, confirm, error_field):
     mine = log_in(app, user)
     response = _change_password(mine, user.password, new, confirm)
     assert response.status_code == 200
-    assert field_error(response, error_field), response.get_data(as_text=True)[:3000]
+    assert field_error(response, error_field, raw=True), response.get_data(as_text=True)[:3000]
     assert not audit_events(app, user.id, "password.changed")
     assert _password_works(app, user, user.password)
 

@@ -22,8 +22,10 @@ from .helpers import (
     ClientInfo,
     UserInfo,
     authorization_params,
+    browser_for,
     create_test_client,
     create_test_user,
+    english_browser,
     exchange_code,
     find_form,
     get_code,
@@ -37,13 +39,6 @@ LOA2 = "urn:hoviyat:loa:2"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def new_browser(app: Flask, issuer: str, language: str | None = None) -> Browser:
-    client = app.test_client()
-    if language:
-        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
-    return Browser(client, issuer)
 
 
 def authorize_url(params: dict[str, str] | list[tuple[str, str]]) -> str:
@@ -293,7 +288,7 @@ def test_bad_request_is_sent_back_to_the_client_with_state_and_iss(app, client, 
 
 
 def test_errors_are_redirected_for_a_signed_in_user_too(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     sign_in(browser, rp_client, user)
     _verifier, challenge = pkce_pair()
     for changes, error in (
@@ -307,7 +302,7 @@ def test_errors_are_redirected_for_a_signed_in_user_too(app, issuer, user, rp_cl
 
 
 def test_access_token_is_not_an_id_token_hint(app, client, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     code, verifier, _ = get_code(browser, rp_client, user)
     token, _claims = tokens_for(browser.client, rp_client, code, verifier)
     _verifier, challenge = pkce_pair()
@@ -326,7 +321,7 @@ def test_prompt_none_without_session_is_login_required(app, client, issuer, rp_c
 
 
 def test_prompt_none_with_session_but_no_consent_is_consent_required(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     _verifier, challenge = pkce_pair()
     page = browser.login(browser.authorize(authorization_params(rp_client, challenge)), user)
     assert is_consent_page(page)  # logged in, consent not given
@@ -336,7 +331,7 @@ def test_prompt_none_with_session_but_no_consent_is_consent_required(app, issuer
 
 
 def test_prompt_none_with_session_and_consent_issues_a_code_without_a_page(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     first = sign_in(browser, rp_client, user)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, prompt="none")
@@ -352,7 +347,7 @@ def test_prompt_none_with_session_and_consent_issues_a_code_without_a_page(app, 
 
 
 def test_prompt_login_asks_for_the_password_again(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     first = sign_in(browser, rp_client, user)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, prompt="login")
@@ -368,7 +363,7 @@ def test_prompt_login_asks_for_the_password_again(app, issuer, user, rp_client):
 
 def test_max_age_zero_asks_for_the_password_and_a_second_factor(app, issuer, user, rp_client):
     """Core 3.1.2.1: max_age=0 is equivalent to prompt=login; asking again after max_age is also a step-up."""
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     first = sign_in(browser, rp_client, user)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, max_age="0")
@@ -385,7 +380,7 @@ def test_max_age_zero_asks_for_the_password_and_a_second_factor(app, issuer, use
 
 
 def test_generous_max_age_keeps_the_session_and_reports_auth_time(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     first = sign_in(browser, rp_client, user)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, max_age="3600")
@@ -397,7 +392,7 @@ def test_generous_max_age_keeps_the_session_and_reports_auth_time(app, issuer, u
 
 @pytest.mark.slow
 def test_max_age_passed_forces_a_new_login_with_a_later_auth_time(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     first = sign_in(browser, rp_client, user)
     time.sleep(1.1)
     verifier, challenge = pkce_pair()
@@ -414,7 +409,7 @@ def test_max_age_passed_forces_a_new_login_with_a_later_auth_time(app, issuer, u
 
 @pytest.mark.slow
 def test_max_age_passed_with_prompt_none_is_login_required(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     sign_in(browser, rp_client, user)
     time.sleep(1.1)
     _verifier, challenge = pkce_pair()
@@ -427,10 +422,10 @@ def test_max_age_passed_with_prompt_none_is_login_required(app, issuer, user, rp
 
 
 @pytest.fixture
-def hint_of_another_user(app, issuer, rp_client) -> tuple[str, dict[str, Any]]:
+def hint_of_another_user(app, rp_client) -> tuple[str, dict[str, Any]]:
     """An ID token issued to rp_client for a second account, from another browser."""
     other = second_user(app)
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     code, verifier, _ = get_code(browser, rp_client, other)
     token, claims = tokens_for(browser.client, rp_client, code, verifier)
     return token["id_token"], claims
@@ -438,7 +433,7 @@ def hint_of_another_user(app, issuer, rp_client) -> tuple[str, dict[str, Any]]:
 
 def test_id_token_hint_of_another_user_forces_a_login(app, issuer, user, rp_client, hint_of_another_user):
     hint, other_claims = hint_of_another_user
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     mine = sign_in(browser, rp_client, user)
     assert mine["sub"] != other_claims["sub"]
 
@@ -458,7 +453,7 @@ def test_id_token_hint_of_another_user_with_prompt_none_is_login_required(
     app, issuer, user, rp_client, hint_of_another_user
 ):
     hint, _ = hint_of_another_user
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     sign_in(browser, rp_client, user)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, id_token_hint=hint, prompt="none")
@@ -467,7 +462,7 @@ def test_id_token_hint_of_another_user_with_prompt_none_is_login_required(
 
 
 def test_id_token_hint_of_the_signed_in_user_needs_no_login(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     code, verifier, _ = get_code(browser, rp_client, user)
     token, first = tokens_for(browser.client, rp_client, code, verifier)
     verifier, challenge = pkce_pair()
@@ -488,8 +483,8 @@ def test_id_token_hint_of_the_signed_in_user_needs_no_login(app, issuer, user, r
         pytest.param("someone@example.com", "", id="unreadable-is-ignored"),
     ],
 )
-def test_login_hint_fills_in_the_national_code(app, issuer, rp_client, hint, expected):
-    browser = new_browser(app, issuer)
+def test_login_hint_fills_in_the_national_code(app, rp_client, hint, expected):
+    browser = browser_for(app)
     _verifier, challenge = pkce_pair()
     page = browser.authorize(authorization_params(rp_client, challenge, login_hint=hint))
     assert is_login_page(page)
@@ -497,8 +492,8 @@ def test_login_hint_fills_in_the_national_code(app, issuer, rp_client, hint, exp
     assert form.fields["national_code"] == expected
 
 
-def test_login_hint_lets_the_user_log_in_with_only_the_password(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_login_hint_lets_the_user_log_in_with_only_the_password(app, user, rp_client):
+    browser = browser_for(app)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, login_hint="۰۰۱۲۳۴۵۶۷۹")
     page = browser.authorize(params)
@@ -527,9 +522,9 @@ def html_lang_dir(response: Any) -> tuple[str, str]:
     ],
 )
 def test_ui_locales_chooses_the_language_of_the_login_page(
-    app, issuer, rp_client, ui_locales, accept_language, lang, direction
+    app, rp_client, ui_locales, accept_language, lang, direction
 ):
-    browser = new_browser(app, issuer, language=accept_language)
+    browser = browser_for(app, language=accept_language)
     _verifier, challenge = pkce_pair()
     page = browser.authorize(authorization_params(rp_client, challenge, ui_locales=ui_locales))
     assert is_login_page(page)
@@ -538,8 +533,8 @@ def test_ui_locales_chooses_the_language_of_the_login_page(
         assert "Log in" in page.get_data(as_text=True)
 
 
-def test_unsupported_ui_locales_falls_back(app, issuer, rp_client):
-    browser = new_browser(app, issuer, language="en")
+def test_unsupported_ui_locales_falls_back(app, rp_client):
+    browser = english_browser(app)
     _verifier, challenge = pkce_pair()
     page = browser.authorize(authorization_params(rp_client, challenge, ui_locales="de zh"))
     assert is_login_page(page)
@@ -549,8 +544,8 @@ def test_unsupported_ui_locales_falls_back(app, issuer, rp_client):
 # -- unknown parameters ------------------------------------------------------------------------------
 
 
-def test_unknown_parameters_are_ignored(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_unknown_parameters_are_ignored(app, user, rp_client):
+    browser = browser_for(app)
     extra = {"foo": "bar", "x-vendor": "۱۲۳", "display": "page", "empty": "", "claims_locales": "fa"}
     code, verifier, _query = get_code(browser, rp_client, user, **extra)
     _token, claims = tokens_for(browser.client, rp_client, code, verifier)
@@ -558,7 +553,7 @@ def test_unknown_parameters_are_ignored(app, issuer, user, rp_client):
 
 
 def test_acr_values_loa2_asks_for_a_second_factor(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, acr_values=LOA2)
     page = browser.login(browser.authorize(params), user)
@@ -575,15 +570,15 @@ def test_acr_values_loa2_asks_for_a_second_factor(app, issuer, user, rp_client):
     [LOA1, f"{LOA1} {LOA2}", "urn:other:gold", f"urn:other:gold {LOA1}"],
     ids=["loa1", "loa1-first", "unknown", "unknown-then-loa1"],
 )
-def test_acr_values_preferring_one_factor_need_no_second_factor(app, issuer, user, rp_client, acr_values):
-    browser = new_browser(app, issuer)
+def test_acr_values_preferring_one_factor_need_no_second_factor(app, user, rp_client, acr_values):
+    browser = browser_for(app)
     claims = sign_in(browser, rp_client, user, acr_values=acr_values)
     assert claims["acr"] == LOA1
     assert claims["amr"] == ["pwd"]
 
 
 def test_a_session_with_two_factors_is_not_asked_again(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, acr_values=LOA2)
     page = browser.second_factor_by_sms(browser.login(browser.authorize(params), user), app, user.mobile)
@@ -596,7 +591,7 @@ def test_a_session_with_two_factors_is_not_asked_again(app, issuer, user, rp_cli
 
 
 def test_prompt_none_with_loa2_and_a_one_factor_session_is_login_required(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     sign_in(browser, rp_client, user)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, acr_values=LOA2, prompt="none")
@@ -608,8 +603,8 @@ def test_prompt_none_with_loa2_and_a_one_factor_session_is_login_required(app, i
 # -- the claims parameter ----------------------------------------------------------------------------
 
 
-def test_claims_parameter_releases_national_id_in_the_id_token(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_claims_parameter_releases_national_id_in_the_id_token(app, user, rp_client):
+    browser = browser_for(app)
     request = {"id_token": {"national_id": None}}
     code, verifier, _ = get_code(browser, rp_client, user, scope="openid", claims=json.dumps(request))
     token, claims = tokens_for(browser.client, rp_client, code, verifier)
@@ -618,9 +613,9 @@ def test_claims_parameter_releases_national_id_in_the_id_token(app, issuer, user
     assert "national_id" not in userinfo(browser.client, token["access_token"])  # asked for the ID token only
 
 
-def test_claims_parameter_cannot_exceed_the_registration(app, issuer, user):
+def test_claims_parameter_cannot_exceed_the_registration(app, user):
     rp = create_test_client(app, name="Small Shop", scope="openid profile")
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     request = {"id_token": {"national_id": None}, "userinfo": {"national_id": None, "phone_number": None}}
     code, verifier, _ = get_code(browser, rp, user, scope="openid", claims=json.dumps(request))
     token, claims = tokens_for(browser.client, rp, code, verifier)
@@ -630,8 +625,8 @@ def test_claims_parameter_cannot_exceed_the_registration(app, issuer, user):
     assert "national_id" not in info and "phone_number" not in info
 
 
-def test_claims_parameter_releases_phone_number_at_userinfo(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_claims_parameter_releases_phone_number_at_userinfo(app, user, rp_client):
+    browser = browser_for(app)
     request = {"userinfo": {"phone_number": None}}
     code, verifier, _ = get_code(browser, rp_client, user, scope="openid", claims=json.dumps(request))
     token, claims = tokens_for(browser.client, rp_client, code, verifier)
@@ -664,7 +659,7 @@ def test_essential_acr_that_cannot_be_met(app, client, issuer, rp_client, acr):
     ],
 )
 def test_acr_request_that_can_be_met(app, issuer, user, rp_client, acr, expected):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, claims=json.dumps({"id_token": {"acr": acr}}))
     page = browser.login(browser.authorize(params), user)
@@ -679,7 +674,7 @@ def test_acr_request_that_can_be_met(app, issuer, user, rp_client, acr, expected
 
 
 def test_pending_request_cannot_be_resumed_from_another_browser(app, issuer, user, rp_client):
-    victim = new_browser(app, issuer)
+    victim = browser_for(app)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge)
     tx = tx_of(victim.client.get(authorize_url(params)))
@@ -719,7 +714,7 @@ def test_unknown_pending_request_is_an_error_page(app, client, tx):
 
 
 def test_successful_response_has_code_state_and_iss_and_the_code_works_once(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge)
     response = browser.consent(browser.login(browser.authorize(params), user))
@@ -737,8 +732,8 @@ def test_successful_response_has_code_state_and_iss_and_the_code_works_once(app,
     assert again.get_json()["error"] == "invalid_grant"
 
 
-def test_successful_response_without_state_has_no_state(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_successful_response_without_state_has_no_state(app, user, rp_client):
+    browser = browser_for(app)
     sign_in(browser, rp_client, user)
     _verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge)
@@ -749,7 +744,7 @@ def test_successful_response_without_state_has_no_state(app, issuer, user, rp_cl
 
 
 def test_authorization_request_by_post(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = browser_for(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge)
     page = browser.post("/authorize", params)
@@ -759,8 +754,8 @@ def test_authorization_request_by_post(app, issuer, user, rp_client):
     tokens_for(browser.client, rp_client, code, verifier)
 
 
-def test_code_is_bound_to_its_pkce_challenge(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+def test_code_is_bound_to_its_pkce_challenge(app, user, rp_client):
+    browser = browser_for(app)
     code, _verifier, _ = get_code(browser, rp_client, user)
     other_verifier, _ = pkce_pair()
     response = exchange_code(browser.client, rp_client, code, other_verifier)

@@ -16,9 +16,19 @@ import pytest
 from flask import Flask
 
 from idp import clock
-from idp.security import sha256_hex
 
-from .helpers import Browser, create_test_user, find_form, parse_page, valid_national_code
+from .helpers import (
+    Browser,
+    browser_session,
+    captcha_answer,
+    create_test_user,
+    english_browser,
+    field_error,
+    find_form,
+    page_text,
+    parse_page,
+    valid_national_code,
+)
 
 UNKNOWN_NATIONAL_CODE = valid_national_code("987654321")
 PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
@@ -34,42 +44,14 @@ def captcha_app(app_with) -> Flask:
     return app_with(captcha={"enabled": True})
 
 
-def new_browser(app: Flask) -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, app.extensions["idp"].issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
-def session_data(app: Flask, browser: Browser) -> dict[str, Any]:
-    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name)
-    if cookie is None:
-        return {}
-    return app.extensions["idp"].store.get("browser-session:" + sha256_hex(cookie.value)) or {}
-
-
-def captcha_answer(app: Flask, browser: Browser) -> str:
-    challenge = session_data(app, browser).get("captcha")
-    assert challenge, "no CAPTCHA was drawn for this browser"
-    return challenge["answer"]
-
-
 def captcha_image_src(response: Any) -> str | None:
-    match = re.search(r'<img[^>]*src="([^"]*captcha\.png[^"]*)"', text_of(response))
+    match = re.search(r'<img[^>]*src="([^"]*captcha\.png[^"]*)"', page_text(response))
     return html.unescape(match.group(1)) if match else None
 
 
 def sms_start(browser: Browser, page: Any, captcha: str | None) -> Any:
     """Post the SMS-login start form (an unknown national code: no text message is sent)."""
-    form = find_form(text_of(page), action_contains="/login/sms")
+    form = find_form(page_text(page), action_contains="/login/sms")
     values = {**form.fields, "national_code": UNKNOWN_NATIONAL_CODE}
     if captcha is None:
         values.pop("captcha", None)
@@ -93,20 +75,20 @@ def refused_for_captcha(response: Any) -> bool:
 
 @pytest.mark.parametrize("path", FORMS_WITH_CAPTCHA)
 def test_forms_show_a_captcha_without_its_answer(captcha_app, path):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get(path)
     assert page.status_code == 200
-    assert "captcha" in find_form(text_of(page), field_name="captcha").fields
+    assert "captcha" in find_form(page_text(page), field_name="captcha").fields
     src = captcha_image_src(page)
     assert src and "/captcha.png" in src
-    assert "captcha-audio" in parse_page(text_of(page)).links
+    assert "captcha-audio" in parse_page(page_text(page)).links
     answer = captcha_answer(captcha_app, browser)
     assert len(answer) == captcha_app.extensions["idp"].config.captcha.length
-    assert answer not in text_of(page)
+    assert answer not in page_text(page)
 
 
 def test_image_and_audio_serve_the_current_challenge(captcha_app):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     image = browser.client.get(captcha_image_src(page))
     assert image.status_code == 200
@@ -114,7 +96,7 @@ def test_image_and_audio_serve_the_current_challenge(captcha_app):
     assert image.data.startswith(b"\x89PNG\r\n\x1a\n")
     assert "no-store" in image.headers.get("Cache-Control", "")
 
-    audio = browser.client.get(parse_page(text_of(page)).links["captcha-audio"])
+    audio = browser.client.get(parse_page(page_text(page)).links["captcha-audio"])
     assert audio.status_code == 200
     assert audio.mimetype in ("audio/wav", "audio/x-wav", "audio/wave")
     assert audio.data[:4] == b"RIFF" and audio.data[8:12] == b"WAVE"
@@ -126,12 +108,12 @@ def test_image_and_audio_serve_the_current_challenge(captcha_app):
 
 @pytest.mark.parametrize("path", ["/captcha.png", "/captcha.wav"])
 def test_no_challenge_no_picture(captcha_app, path):
-    assert new_browser(captcha_app).client.get(path).status_code == 404
+    assert english_browser(captcha_app).client.get(path).status_code == 404
 
 
 @pytest.mark.parametrize("path", ["/captcha.png", "/captcha.wav"])
 def test_captcha_off_serves_nothing(app, path):
-    browser = new_browser(app)
+    browser = english_browser(app)
     browser.get("/login/sms")
     assert browser.client.get(path).status_code == 404
 
@@ -145,14 +127,14 @@ def test_captcha_off_serves_nothing(app, path):
     ids=["ascii", "persian", "arabic-indic", "spaces"],
 )
 def test_right_answer_passes(captcha_app, typed):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     response = sms_start(browser, page, typed(captcha_answer(captcha_app, browser)))
     assert passed(response), field_error(response, "captcha")
 
 
 def test_an_answer_passes_only_once(captcha_app):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     answer = captcha_answer(captcha_app, browser)
     assert passed(sms_start(browser, page, answer))
@@ -171,7 +153,7 @@ def test_an_answer_passes_only_once(captcha_app):
     ],
 )
 def test_wrong_answer_fails_and_a_new_challenge_is_drawn(captcha_app, make_wrong):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     answer = captcha_answer(captcha_app, browser)
     response = sms_start(browser, page, None if make_wrong is None else make_wrong(answer))
@@ -180,7 +162,7 @@ def test_wrong_answer_fails_and_a_new_challenge_is_drawn(captcha_app, make_wrong
 
 
 def test_wrong_answer_spends_the_challenge(captcha_app):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     answer = captcha_answer(captcha_app, browser)
     wrong = str((int(answer) + 1) % 10 ** len(answer)).zfill(len(answer))
@@ -193,7 +175,7 @@ def test_wrong_answer_spends_the_challenge(captcha_app):
 
 @pytest.mark.parametrize(("seconds", "ok"), [(599, True), (601, False)], ids=["fresh", "too-old"])
 def test_challenge_expires_after_ten_minutes(captcha_app, seconds, ok):
-    browser = new_browser(captcha_app)
+    browser = english_browser(captcha_app)
     page = browser.get("/login/sms")
     answer = captcha_answer(captcha_app, browser)
     clock.advance(seconds)
@@ -202,7 +184,7 @@ def test_challenge_expires_after_ten_minutes(captcha_app, seconds, ok):
 
 
 def test_answer_belongs_to_the_browser_that_saw_it(captcha_app):
-    seer, other = new_browser(captcha_app), new_browser(captcha_app)
+    seer, other = english_browser(captcha_app), english_browser(captcha_app)
     seer.get("/login/sms")
     page = other.get("/login/sms")
     answer = captcha_answer(captcha_app, seer)
@@ -216,16 +198,16 @@ def test_answer_belongs_to_the_browser_that_saw_it(captcha_app):
 
 @pytest.mark.parametrize("path", ["/login", *FORMS_WITH_CAPTCHA])
 def test_captcha_off_forms_have_no_captcha(app, path):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get(path)
     assert page.status_code == 200
-    assert 'name="captcha"' not in text_of(page)
+    assert 'name="captcha"' not in page_text(page)
     assert captcha_image_src(page) is None
-    assert "captcha" not in session_data(app, browser)
+    assert "captcha" not in browser_session(app, browser)
 
 
 def test_captcha_off_forms_pass_without_an_answer(app, user):
-    browser = new_browser(app)
+    browser = english_browser(app)
     assert passed(sms_start(browser, browser.get("/login/sms"), None))
     forgot = browser.get("/password/forgot")
     done = browser.submit(forgot, {"national_code": user.national_code}, action_contains="/password/forgot")
@@ -237,11 +219,11 @@ def test_captcha_off_login_never_asks_for_one_after_failures(app_with):
     login.captcha_after_failures the right password still logs in (no waits in this configuration)."""
     app = app_with(login={"delay_after_failures": 50, "captcha_after_failures": 2, "ip_captcha_after_failures": 2})
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     for _ in range(3):
         page = browser.submit(page, {"national_code": user.national_code, "password": "wrong!"}, field_name="password")
         assert page.request.path == "/login"
-        assert 'name="captcha"' not in text_of(page)
+        assert 'name="captcha"' not in page_text(page)
     done = browser.submit(page, {"national_code": user.national_code, "password": user.password}, field_name="password")
     assert done.status_code == 200 and done.request.path == "/", field_error(done, "password")

@@ -20,8 +20,10 @@ from .helpers import (
     authorization_params,
     create_test_client,
     create_test_user,
+    english_browser,
     exchange_code,
     find_form,
+    page_text,
     pkce_pair,
     query_of,
     valid_national_code,
@@ -35,12 +37,6 @@ LABELS = {
     "email": ["Your email address"],
 }
 RAW_CLAIM_NAMES = ["phone_number", "national_id", "verified_claims", "given_name", "family_name", "birthdate"]
-
-
-def english_browser(app: Flask, issuer: str) -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, issuer)
 
 
 def is_consent_page(response: Any) -> bool:
@@ -96,10 +92,6 @@ def allow(browser: Browser, rp: ClientInfo, user: UserInfo, issuer: str, **extra
     return assert_code(browser.consent(page, "allow"), rp, issuer, params["state"])
 
 
-def page_text(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
 def second_user(app: Flask) -> UserInfo:
     return create_test_user(app, national_code=valid_national_code("001234568"), mobile="+989121234568")
 
@@ -117,9 +109,9 @@ def second_user(app: Flask) -> UserInfo:
         pytest.param("openid national_id", ["national_id"], ["profile", "phone", "email"], id="national_id"),
     ],
 )
-def test_consent_page_names_the_client_and_lists_each_claim_in_plain_words(app, issuer, user, scope, shown, not_shown):
+def test_consent_page_names_the_client_and_lists_each_claim_in_plain_words(app, user, scope, shown, not_shown):
     rp = create_test_client(app, name="Mellat Insurance")
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp, user, scope=scope)
     assert is_consent_page(page)
     text = page_text(page)
@@ -136,8 +128,8 @@ def test_consent_page_names_the_client_and_lists_each_claim_in_plain_words(app, 
     assert form.method == "post" and "csrf_token" in form.fields
 
 
-def test_consent_page_lists_a_claim_asked_for_by_the_claims_parameter(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+def test_consent_page_lists_a_claim_asked_for_by_the_claims_parameter(app, user, rp_client):
+    browser = english_browser(app)
     claims = json.dumps({"id_token": {"national_id": None}})
     page, _params, _verifier = to_consent_page(browser, rp_client, user, scope="openid", claims=claims)
     assert is_consent_page(page)
@@ -145,9 +137,9 @@ def test_consent_page_lists_a_claim_asked_for_by_the_claims_parameter(app, issue
     assert "Your mobile number" not in page_text(page)
 
 
-def test_client_name_is_escaped(app, issuer, user):
+def test_client_name_is_escaped(app, user):
     rp = create_test_client(app, name='<script>alert("x")</script> Shop')
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp, user)
     assert is_consent_page(page)
     assert "<script>alert" not in page_text(page)
@@ -158,7 +150,7 @@ def test_client_name_is_escaped(app, issuer, user):
 
 
 def test_allow_issues_a_code_that_works(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, params, verifier = to_consent_page(browser, rp_client, user, scope="openid phone")
     code = assert_code(browser.consent(page, "allow"), rp_client, issuer, params["state"])
     response = exchange_code(browser.client, rp_client, code, verifier)
@@ -171,7 +163,7 @@ def test_allow_issues_a_code_that_works(app, issuer, user, rp_client):
 
 
 def test_consent_is_remembered_for_the_same_and_smaller_scope_sets(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_client, user, issuer, scope="openid profile phone")
     for scope in ("openid profile phone", "openid phone profile", "openid profile", "openid"):
         _verifier, challenge = pkce_pair()
@@ -181,7 +173,7 @@ def test_consent_is_remembered_for_the_same_and_smaller_scope_sets(app, issuer, 
 
 
 def test_a_larger_scope_set_asks_again(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_client, user, issuer, scope="openid profile")
     page, params, _verifier = to_consent_page(browser, rp_client, user, scope="openid profile national_id")
     assert is_consent_page(page)
@@ -193,7 +185,7 @@ def test_a_larger_scope_set_asks_again(app, issuer, user, rp_client):
 
 
 def test_a_claim_beyond_the_remembered_scopes_asks_again(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_client, user, issuer, scope="openid profile")
     claims = json.dumps({"userinfo": {"phone_number": None}})
     response, params = silent(browser, rp_client, scope="openid profile", claims=claims)
@@ -204,7 +196,7 @@ def test_a_claim_beyond_the_remembered_scopes_asks_again(app, issuer, user, rp_c
 
 
 def test_prompt_consent_asks_again_even_when_remembered(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_client, user, issuer, scope="openid profile")
     page, params, _verifier = to_consent_page(browser, rp_client, user, scope="openid profile", prompt="consent")
     assert is_consent_page(page)
@@ -216,7 +208,7 @@ def test_prompt_consent_asks_again_even_when_remembered(app, issuer, user, rp_cl
 
 
 def test_deny_returns_access_denied_and_remembers_nothing(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, params, _verifier = to_consent_page(browser, rp_client, user, scope="openid profile")
     assert is_consent_page(page)
     assert_error(browser.consent(page, "deny"), rp_client, issuer, "access_denied", params["state"])
@@ -228,7 +220,7 @@ def test_deny_returns_access_denied_and_remembers_nothing(app, issuer, user, rp_
 
 
 def test_deny_of_a_larger_set_keeps_what_was_allowed_before_and_adds_nothing(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_client, user, issuer, scope="openid profile")
     page, params, _verifier = to_consent_page(browser, rp_client, user, scope="openid profile phone")
     assert_error(browser.consent(page, "deny"), rp_client, issuer, "access_denied", params["state"])
@@ -239,7 +231,7 @@ def test_deny_of_a_larger_set_keeps_what_was_allowed_before_and_adds_nothing(app
 
 
 def test_a_finished_request_cannot_be_decided_again(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, params, _verifier = to_consent_page(browser, rp_client, user)
     assert_error(browser.consent(page, "deny"), rp_client, issuer, "access_denied", params["state"])
     again = browser.consent(page, "allow")  # the same form, posted once more
@@ -252,7 +244,7 @@ def test_a_finished_request_cannot_be_decided_again(app, issuer, user, rp_client
 
 def test_trusted_client_skips_the_page(app, issuer, user):
     rp = create_test_client(app, name="Hoviyat Portal", trusted=True)
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     response, params, _verifier = to_consent_page(browser, rp, user, scope="openid profile phone national_id")
     assert_code(response, rp, issuer, params["state"])
 
@@ -260,7 +252,7 @@ def test_trusted_client_skips_the_page(app, issuer, user):
 def test_consent_is_per_client(app, issuer, user):
     rp_a = create_test_client(app, name="Client A")
     rp_b = create_test_client(app, name="Client B")
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     allow(browser, rp_a, user, issuer, scope="openid profile")
 
     response, params = silent(browser, rp_b, scope="openid profile")
@@ -271,9 +263,9 @@ def test_consent_is_per_client(app, issuer, user):
 
 
 def test_consent_is_per_user(app, issuer, user, rp_client):
-    allow(english_browser(app, issuer), rp_client, user, issuer, scope="openid profile")
+    allow(english_browser(app), rp_client, user, issuer, scope="openid profile")
     other = second_user(app)
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp_client, other, scope="openid profile")
     assert is_consent_page(page)
 
@@ -286,7 +278,7 @@ def test_consent_is_per_user(app, issuer, user, rp_client):
     [pytest.param(None, id="missing"), pytest.param("", id="empty"), pytest.param("forged.token", id="forged")],
 )
 def test_consent_without_a_valid_csrf_token_is_rejected(app, issuer, user, rp_client, csrf_token):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp_client, user)
     form = find_form(page_text(page), action_contains="/consent")
     data = {"decision": "allow"}
@@ -300,10 +292,10 @@ def test_consent_without_a_valid_csrf_token_is_rejected(app, issuer, user, rp_cl
 
 
 def test_csrf_token_of_another_browser_is_rejected(app, issuer, user, rp_client):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp_client, user)
     form = find_form(page_text(page), action_contains="/consent")
-    attacker = english_browser(app, issuer)
+    attacker = english_browser(app)
     other_page, _p, _v = to_consent_page(attacker, rp_client, second_user(app))
     attacker_token = find_form(page_text(other_page), action_contains="/consent").fields["csrf_token"]
     response = browser.client.post(form.action, data={"decision": "allow", "csrf_token": attacker_token})
@@ -314,7 +306,7 @@ def test_csrf_token_of_another_browser_is_rejected(app, issuer, user, rp_client)
 
 @pytest.mark.parametrize("decision", ["", "maybe", "Allow", "allow deny", None])
 def test_invalid_decision_issues_no_code(app, issuer, user, rp_client, decision):
-    browser = english_browser(app, issuer)
+    browser = english_browser(app)
     page, _params, _verifier = to_consent_page(browser, rp_client, user)
     form = find_form(page_text(page), action_contains="/consent")
     data = dict(form.fields)

@@ -9,7 +9,6 @@ attempts never check the password. The attempt counter is atomic, so parallel gu
 
 from __future__ import annotations
 
-import html
 import re
 import threading
 import time
@@ -23,10 +22,19 @@ from sqlalchemy import func, select
 
 import idp.auth.password_login as password_login
 from idp.extensions import db
-from idp.security import sha256_hex
 from idp.store.models import AuditEvent
 
-from .helpers import Browser, UserInfo, create_test_user, find_form, valid_national_code
+from .helpers import (
+    Browser,
+    UserInfo,
+    captcha_answer,
+    create_test_user,
+    english_browser,
+    field_error,
+    find_form,
+    page_text,
+    valid_national_code,
+)
 
 WRONG = "The national code or the password is not correct."
 UNKNOWN_NATIONAL_CODE = valid_national_code("987654321")
@@ -36,38 +44,13 @@ WAIT = re.compile(r"\bWait (\d+) seconds\b")
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def new_browser(app: Flask, ip: str = "127.0.0.1") -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    client.environ_base["REMOTE_ADDR"] = ip
-    return Browser(client, app.extensions["idp"].issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
 def shows_captcha(response: Any) -> bool:
-    return 'name="captcha"' in text_of(response)
-
-
-def captcha_answer(app: Flask, browser: Browser) -> str:
-    """The answer to the CAPTCHA last drawn for this browser, from its server-side session."""
-    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name)
-    assert cookie is not None
-    data = app.extensions["idp"].store.get("browser-session:" + sha256_hex(cookie.value)) or {}
-    assert "captcha" in data, "no CAPTCHA was drawn for this browser"
-    return data["captcha"]["answer"]
+    return 'name="captcha"' in page_text(response)
 
 
 def attempt(browser: Browser, page: Any, national_code: str, password: str, captcha: str | None = None) -> Any:
     """Post the login form on ``page``; ``captcha`` is typed only when given (and the form has the field)."""
-    form = find_form(text_of(page), field_name="national_code")
+    form = find_form(page_text(page), field_name="national_code")
     values = {**form.fields, "national_code": national_code, "password": password}
     if captcha is not None:
         values["captcha"] = captcha
@@ -113,9 +96,9 @@ def test_wrong_passwords_make_the_next_attempt_wait(app_with, checks):
     app = app_with(login={"captcha_after_failures": 50})
     settings = app.extensions["idp"].config.login
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
-    other = new_browser(app, ip="10.9.8.7")  # loaded now: the first wait is only 2 seconds
+    other = english_browser(app, ip="10.9.8.7")  # loaded now: the first wait is only 2 seconds
     other_page = other.get("/login")
     for number in range(1, settings.delay_after_failures + 1):
         page = attempt(browser, page, user.national_code, "wrong password")
@@ -140,7 +123,7 @@ def test_wrong_passwords_make_the_next_attempt_wait(app_with, checks):
 def test_right_password_works_once_the_wait_is_over(app_with, checks):
     app = app_with(login={"delay_after_failures": 1, "max_delay": 2, "captcha_after_failures": 50})
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     for _ in range(2):
         page = attempt(browser, page, user.national_code, "wrong password")
@@ -157,13 +140,13 @@ def test_right_password_works_once_the_wait_is_over(app_with, checks):
 def test_a_successful_login_clears_the_count(app_with):
     app = app_with(login={"delay_after_failures": 2, "max_delay": 2, "captcha_after_failures": 50})
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     for _ in range(2):
         page = attempt(browser, page, user.national_code, "wrong password")
     time.sleep(2.1)  # the second failure closed the gate for 2 s
     assert logged_in(attempt(browser, page, user.national_code, user.password))
-    other = new_browser(app)
+    other = english_browser(app)
     page = other.get("/login")
     for _ in range(2):
         page = attempt(other, page, user.national_code, "wrong password")
@@ -181,7 +164,7 @@ def captcha_app(app_with) -> Flask:
 def test_after_captcha_after_failures_the_form_shows_a_captcha(captcha_app, checks):
     app = captcha_app
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     assert not shows_captcha(page)  # none at first
     page = attempt(browser, page, user.national_code, "wrong password")
@@ -207,12 +190,12 @@ def test_a_fresh_browser_cannot_skip_the_captcha(captcha_app, checks):
     """The CAPTCHA is the account's requirement, not the browser's: dropping the cookie does not help."""
     app = captcha_app
     user = create_test_user(app)
-    attacker = new_browser(app)
+    attacker = english_browser(app)
     page = attacker.get("/login")
     for _ in range(2):
         page = attempt(attacker, page, user.national_code, "wrong password")
     checked = len(checks)
-    fresh = new_browser(app, ip="10.20.30.40")
+    fresh = english_browser(app, ip="10.20.30.40")
     page = fresh.get("/login")
     assert not shows_captcha(page)
     refused = attempt(fresh, page, user.national_code, user.password)
@@ -230,7 +213,7 @@ def test_nothing_locks_the_owner_out(app_with):
         login={"delay_after_failures": 1, "max_delay": 2, "captcha_after_failures": 3},
     )
     user = create_test_user(app)
-    attacker = new_browser(app, ip="10.66.66.66")
+    attacker = english_browser(app, ip="10.66.66.66")
     page = attacker.get("/login")
     for _ in range(12):  # hammering, with and without CAPTCHA answers
         captcha = captcha_answer(app, attacker) if shows_captcha(page) else None
@@ -238,7 +221,7 @@ def test_nothing_locks_the_owner_out(app_with):
         assert not logged_in(page)
 
     time.sleep(2.1)  # the longest wait
-    owner = new_browser(app, ip="10.1.2.3")
+    owner = english_browser(app, ip="10.1.2.3")
     page = owner.get("/login")
     for _ in range(3):
         captcha = captcha_answer(app, owner) if shows_captcha(page) else None
@@ -254,7 +237,7 @@ def test_per_address_captcha_across_national_codes(app_with, checks):
         login={"ip_captcha_after_failures": 3, "delay_after_failures": 50, "captcha_after_failures": 50},
     )
     user = create_test_user(app)
-    sprayer = new_browser(app, ip="10.0.0.66")
+    sprayer = english_browser(app, ip="10.0.0.66")
     page = sprayer.get("/login")
     for first_nine in ("102030405", "556677889", "480123957"):
         page = attempt(sprayer, page, valid_national_code(first_nine), "Password1")
@@ -263,7 +246,7 @@ def test_per_address_captcha_across_national_codes(app_with, checks):
     checked = len(checks)
 
     # Another national code from the same address, even the right password, needs the CAPTCHA first.
-    same_address = new_browser(app, ip="10.0.0.66")
+    same_address = english_browser(app, ip="10.0.0.66")
     refused = attempt(same_address, same_address.get("/login"), user.national_code, user.password)
     assert not logged_in(refused) and shows_captcha(refused)
     assert len(checks) == checked
@@ -271,7 +254,7 @@ def test_per_address_captcha_across_national_codes(app_with, checks):
     assert logged_in(done)
 
     # Elsewhere nobody is bothered.
-    elsewhere = new_browser(app, ip="10.0.0.77")
+    elsewhere = english_browser(app, ip="10.0.0.77")
     page = elsewhere.get("/login")
     assert not shows_captcha(page)
     assert logged_in(attempt(elsewhere, page, user.national_code, user.password))
@@ -298,7 +281,7 @@ def test_unknown_national_code_gets_the_same_answers_as_a_wrong_password(app_wit
     user = create_test_user(app)
     sequences = []
     for national_code, ip in ((user.national_code, "10.0.1.1"), (UNKNOWN_NATIONAL_CODE, "10.0.1.2")):
-        browser = new_browser(app, ip=ip)
+        browser = english_browser(app, ip=ip)
         page = browser.get("/login")
         seen = []
         for _ in range(6):
@@ -403,7 +386,7 @@ def test_many_failures_from_one_address_space_its_attempts(app_with):
         "ip_captcha_after_failures": 100,
     }
     app = app_with(login=settings)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     for first_nine in ("111111112", "222222221", "333333331"):
         page = attempt(browser, page, valid_national_code(first_nine), "wrong password")

@@ -8,7 +8,6 @@ every other session ends and every refresh token is revoked, and mobile.changed 
 
 from __future__ import annotations
 
-import html
 import re
 import socket
 from typing import Any
@@ -18,7 +17,6 @@ from flask import Flask
 from sqlalchemy import select
 
 from idp.extensions import db
-from idp.security import sha256_hex
 from idp.store.models import AuditEvent, User
 
 from .helpers import (
@@ -26,11 +24,16 @@ from .helpers import (
     ClientInfo,
     UserInfo,
     add_registry_person,
+    captcha_answer,
     create_test_user,
+    english_browser,
     exchange_code,
+    field_error,
     find_form,
     get_code,
+    is_logged_in,
     last_sms_code,
+    page_text,
     registry_path,
     sms_outbox,
 )
@@ -43,30 +46,6 @@ PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def new_browser(app: Flask) -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, app.extensions["idp"].issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
-def captcha_answer(app: Flask, browser: Browser) -> str:
-    """The answer to the CAPTCHA last drawn for this browser, read from its server-side session."""
-    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name)
-    assert cookie is not None
-    data = app.extensions["idp"].store.get("browser-session:" + sha256_hex(cookie.value)) or {}
-    assert "captcha" in data, "no CAPTCHA was drawn for this browser"
-    return data["captcha"]["answer"]
 
 
 def give_second_mobile(app: Flask, user: UserInfo, mobile: str = NEW_MOBILE) -> None:
@@ -92,10 +71,6 @@ def mobile_of(app: Flask, user: UserInfo) -> str:
 def audit_events(app: Flask, event: str) -> list[AuditEvent]:
     with app.app_context():
         return list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == event)))
-
-
-def is_logged_in(browser: Browser) -> bool:
-    return browser.client.get("/").status_code == 200
 
 
 def tokens_in(browser: Browser, rp: ClientInfo, user: UserInfo) -> dict[str, Any]:
@@ -126,11 +101,11 @@ def sms_to(app: Flask, mobile: str) -> list[dict[str, Any]]:
 
 def test_mobile_change_moves_the_account_to_the_new_number(app, user, rp_client):
     give_second_mobile(app, user)
-    elsewhere = new_browser(app)
+    elsewhere = english_browser(app)
     old_tokens = tokens_in(elsewhere, rp_client, user)
     assert userinfo(elsewhere, old_tokens["access_token"]).get_json()["phone_number"] == OLD_MOBILE
 
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     assert page.status_code == 200 and page.request.path == "/mobile/change/confirm"
     texted = sms_to(app, NEW_MOBILE)
@@ -169,7 +144,7 @@ def test_mobile_change_moves_the_account_to_the_new_number(app, user, rp_client)
 
 def test_persian_digits_in_every_field(app, user):
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code.translate(PERSIAN), NEW_MOBILE_TYPED.translate(PERSIAN))
     assert page.request.path == "/mobile/change/confirm", field_error(page, "mobile")
     code = last_sms_code(app, NEW_MOBILE, "change_mobile")
@@ -180,10 +155,10 @@ def test_persian_digits_in_every_field(app, user):
 
 def test_sms_login_codes_go_to_the_new_number_after_the_change(app, user):
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     confirm(browser, page, last_sms_code(app, NEW_MOBILE, "change_mobile"), user.password)
-    other = new_browser(app)
+    other = english_browser(app)
     page = other.get("/login/sms")
     other.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
     assert [m["purpose"] for m in sms_to(app, NEW_MOBILE)] == ["change_mobile", "login"]
@@ -199,7 +174,7 @@ def test_sms_login_codes_go_to_the_new_number_after_the_change(app, user):
     ids=["anothers-number", "anothers-number-domestic", "unregistered-number"],
 )
 def test_new_mobile_not_in_the_users_name_is_refused(app, user, mobile):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, mobile)
     assert page.status_code == 200 and page.request.path == "/mobile/change"
     assert field_error(page, "mobile") == "This mobile number is not registered in the name of this national code."
@@ -212,7 +187,7 @@ def test_new_mobile_not_in_the_users_name_is_refused(app, user, mobile):
     "values", [{"mobile": "0912"}, {"national_code": "0012345678"}], ids=["bad-mobile", "bad-code"]
 )
 def test_malformed_fields_are_refused(app, user, values):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, values.get("national_code", user.national_code), values.get("mobile", NEW_MOBILE_TYPED))
     assert page.request.path == "/mobile/change"
     assert field_error(page, next(iter(values)))
@@ -233,11 +208,11 @@ def test_registry_down_says_try_again_later(app_with, how):
         app = app_with()
         registry_path(app).write_text("{not json", encoding="utf-8")
     user = create_test_user(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     assert page.status_code == 200 and page.request.path == "/mobile/change"
     message = " ".join(filter(None, [field_error(page, "mobile"), field_error(page, "national_code")]))
-    assert re.search(r"try again", message, re.I), text_of(page)[:3000]
+    assert re.search(r"try again", message, re.I), page_text(page)[:3000]
     assert "not registered in the name" not in message  # not blamed on the user
     assert sms_outbox(app) == []
     assert mobile_of(app, user) == OLD_MOBILE
@@ -245,7 +220,7 @@ def test_registry_down_says_try_again_later(app_with, how):
 
 def test_wrong_password_leaves_the_number_and_the_code_usable(app, user):
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     code = last_sms_code(app, NEW_MOBILE, "change_mobile")
     failed = confirm(browser, page, code, "not the password")
@@ -264,13 +239,13 @@ def test_wrong_passwords_at_mobile_change_count_in_the_login_throttle(app_with):
     app = app_with(login={"delay_after_failures": 1, "max_delay": 60, "captcha_after_failures": 50})
     user = create_test_user(app)
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     for _ in range(2):  # within delay_after_failures, then the one that closes the gate
         page = confirm(browser, page, last_sms_code(app, NEW_MOBILE, "change_mobile"), "not the password")
         assert field_error(page, "password")
     # The login page now makes the owner wait, even with the right password.
-    other = new_browser(app)
+    other = english_browser(app)
     login = other.submit(
         other.get("/login"), {"national_code": user.national_code, "password": user.password}, field_name="password"
     )
@@ -281,7 +256,7 @@ def test_wrong_passwords_at_mobile_change_count_in_the_login_throttle(app_with):
 
 def test_wrong_code_leaves_the_number(app, user):
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     right = last_sms_code(app, NEW_MOBILE, "change_mobile")
     for wrong in (f"{(int(right) + 1) % 1_000_000:06d}", "abc"):
@@ -296,11 +271,11 @@ def test_wrong_code_leaves_the_number(app, user):
 
 def test_a_code_sent_to_the_old_number_does_not_confirm_the_new_one(app, user):
     give_second_mobile(app, user)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = start(browser, user.national_code, NEW_MOBILE_TYPED)
     new_code = last_sms_code(app, NEW_MOBILE, "change_mobile")
     # A login code to the old number (which whoever holds the old SIM could read).
-    other = new_browser(app)
+    other = english_browser(app)
     other.submit(other.get("/login/sms"), {"national_code": user.national_code}, action_contains="/login/sms")
     old_code = last_sms_code(app, OLD_MOBILE, "login")
     if old_code == new_code:
@@ -311,7 +286,7 @@ def test_a_code_sent_to_the_old_number_does_not_confirm_the_new_one(app, user):
 
 
 def test_confirm_page_without_step_one_goes_back(app):
-    response = new_browser(app).client.get("/mobile/change/confirm")
+    response = english_browser(app).client.get("/mobile/change/confirm")
     assert response.status_code in (302, 303)
     assert response.location.split("?")[0].endswith("/mobile/change")
 
@@ -330,9 +305,9 @@ def captcha_app(app_with) -> tuple[Flask, UserInfo]:
 @pytest.mark.parametrize("captcha", [None, "", "wrong"], ids=["missing", "empty", "wrong"])
 def test_captcha_is_required_when_on(captcha_app, captcha):
     app, user = captcha_app
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/mobile/change")
-    form = find_form(text_of(page), action_contains="/mobile/change")
+    form = find_form(page_text(page), action_contains="/mobile/change")
     assert "captcha" in form.fields
     values = {**form.fields, "national_code": user.national_code, "mobile": NEW_MOBILE_TYPED}
     if captcha is None:
@@ -345,14 +320,14 @@ def test_captcha_is_required_when_on(captcha_app, captcha):
     page = browser.post("/mobile/change", values)
     assert page.status_code == 200 and page.request.path == "/mobile/change"
     assert field_error(page, "captcha")
-    assert 'name="captcha"' in text_of(page)  # a new challenge is shown
+    assert 'name="captcha"' in page_text(page)  # a new challenge is shown
     assert sms_outbox(app) == []
     assert mobile_of(app, user) == OLD_MOBILE
 
 
 def test_captcha_solved_lets_the_change_go_on(captcha_app):
     app, user = captcha_app
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/mobile/change")
     values = {"national_code": user.national_code, "mobile": NEW_MOBILE_TYPED, "captcha": captcha_answer(app, browser)}
     page = browser.submit(page, values, action_contains="/mobile/change")
@@ -363,7 +338,7 @@ def test_captcha_solved_lets_the_change_go_on(captcha_app):
 
 
 def test_without_captcha_setting_the_form_has_no_captcha(app, user):
-    assert 'name="captcha"' not in text_of(new_browser(app).get("/mobile/change"))
+    assert 'name="captcha"' not in page_text(english_browser(app).get("/mobile/change"))
 
 
 def test_failed_logins_by_someone_else_do_not_keep_the_owner_from_changing_the_number(app_with):
@@ -372,16 +347,16 @@ def test_failed_logins_by_someone_else_do_not_keep_the_owner_from_changing_the_n
     app = app_with(captcha={"enabled": True}, login={"delay_after_failures": 50, "captcha_after_failures": 2})
     user = create_test_user(app)
     give_second_mobile(app, user)
-    attacker = new_browser(app)
+    attacker = english_browser(app)
     page = attacker.get("/login")
     for _ in range(3):
-        form = find_form(text_of(page), field_name="national_code")
+        form = find_form(page_text(page), field_name="national_code")
         values = {**form.fields, "national_code": user.national_code, "password": "a guess"}
         if "captcha" in values:
             values["captcha"] = captcha_answer(app, attacker)
         page = attacker.post("/login", values)
 
-    owner = new_browser(app)
+    owner = english_browser(app)
     page = owner.get("/mobile/change")
     values = {"national_code": user.national_code, "mobile": NEW_MOBILE_TYPED, "captcha": captcha_answer(app, owner)}
     page = owner.submit(page, values, action_contains="/mobile/change")
@@ -389,7 +364,7 @@ def test_failed_logins_by_someone_else_do_not_keep_the_owner_from_changing_the_n
     code = last_sms_code(app, NEW_MOBILE, "change_mobile")
     for _ in range(2):
         values = {"code": code, "password": user.password}
-        if 'name="captcha"' in text_of(page):
+        if 'name="captcha"' in page_text(page):
             values["captcha"] = captcha_answer(app, owner)
         page = owner.submit(page, values, action_contains="/mobile/change/confirm")
         if page.request.path == "/":

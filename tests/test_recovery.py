@@ -28,10 +28,14 @@ from .helpers import (
     UserInfo,
     authorization_params,
     create_test_client,
+    english_browser,
     exchange_code,
+    field_error,
     find_form,
     get_code,
+    is_logged_in,
     last_sms_code,
+    page_text,
     parse_page,
     pkce_pair,
     query_of,
@@ -49,23 +53,8 @@ WRONG_CODE = "The code is not correct or has expired."
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def new_browser(app: Flask) -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, app.extensions["idp"].issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
 def flashes(response: Any) -> list[str]:
-    found = re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', text_of(response), re.S)
+    found = re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page_text(response), re.S)
     return [html.unescape(m).strip() for m in found]
 
 
@@ -76,7 +65,7 @@ def without_seconds(text: str) -> str:
 
 def visible_page(response: Any) -> str:
     """The page without what differs between requests (CSRF token, pending request id)."""
-    body = re.sub(r'name="csrf_token"[^>]*value="[^"]*"', 'name="csrf_token"', text_of(response))
+    body = re.sub(r'name="csrf_token"[^>]*value="[^"]*"', 'name="csrf_token"', page_text(response))
     body = re.sub(r'<input[^>]*name="tx"[^>]*>', '<input name="tx">', body)
     return re.sub(r"tx=[A-Za-z0-9_\-]+", "tx=", body)
 
@@ -93,14 +82,10 @@ def reset(browser: Browser, page: Any, code: str, password: str, confirm: str | 
 
 
 def can_log_in(app: Flask, national_code: str, password: str) -> bool:
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.get("/login")
     done = browser.submit(page, {"national_code": national_code, "password": password}, field_name="password")
     return done.status_code == 200 and done.request.path == "/"
-
-
-def is_logged_in(browser: Browser) -> bool:
-    return browser.client.get("/").status_code == 200
 
 
 def audit_events(app: Flask, event: str) -> list[AuditEvent]:
@@ -114,7 +99,7 @@ def decode(client: Any, token: str) -> dict[str, Any]:
 
 
 def tokens_in_new_browser(app: Flask, rp: ClientInfo, user: UserInfo) -> tuple[Browser, dict[str, Any]]:
-    browser = new_browser(app)
+    browser = english_browser(app)
     code, verifier, _ = get_code(browser, rp, user)
     response = exchange_code(browser.client, rp, code, verifier)
     assert response.status_code == 200, response.get_json()
@@ -133,19 +118,19 @@ def refresh(client: Any, rp: ClientInfo, refresh_token: str) -> Any:
 
 
 def test_recovery_from_the_login_page_returns_to_the_relying_party(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge)
     login_page = browser.authorize(params)
     tx = query_of(login_page.request.url)["tx"]
-    link = parse_page(text_of(login_page)).links["link-forgot-password"]
+    link = parse_page(page_text(login_page)).links["link-forgot-password"]
     assert query_of(link).get("tx") == tx
 
     page = browser.get(link)
-    assert find_form(text_of(page), action_contains="/password/forgot").fields.get("tx") == tx
+    assert find_form(page_text(page), action_contains="/password/forgot").fields.get("tx") == tx
     page = browser.submit(page, {"national_code": user.national_code}, action_contains="/password/forgot")
     assert page.status_code == 200 and page.request.path == "/password/reset"
-    form = find_form(text_of(page), action_contains="/password/reset")
+    form = find_form(page_text(page), action_contains="/password/reset")
     assert {"code", "password", "password_confirm"} <= set(form.fields)
     texted = sms_outbox(app)
     assert [(m["to"], m["purpose"]) for m in texted] == [(user.mobile, "reset")]
@@ -170,7 +155,7 @@ def test_recovery_from_the_login_page_returns_to_the_relying_party(app, user, rp
 
 
 def test_recovery_without_a_relying_party_lands_on_the_account(app, user):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     done = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
     assert done.status_code == 200 and done.request.path == "/"
@@ -183,7 +168,7 @@ def test_recovery_ends_other_sessions_and_revokes_every_refresh_token(app, user,
     _, other_token = tokens_in_new_browser(app, other_rp, user)
     assert is_logged_in(elsewhere)
 
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     assert reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD).request.path == "/"
 
@@ -205,7 +190,7 @@ def _second_client(app: Flask) -> ClientInfo:
 
 
 def test_unknown_national_code_gets_the_same_pages_and_no_sms(app, user):
-    known_browser, unknown_browser = new_browser(app), new_browser(app)
+    known_browser, unknown_browser = english_browser(app), english_browser(app)
     known = ask_for_code(known_browser, user.national_code)
     sent = len(sms_outbox(app))
     unknown = ask_for_code(unknown_browser, UNKNOWN_NATIONAL_CODE)
@@ -225,7 +210,7 @@ def test_unknown_national_code_gets_the_same_pages_and_no_sms(app, user):
 def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, user):
     answers = []
     for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
-        browser = new_browser(app)
+        browser = english_browser(app)
         ask_for_code(browser, national_code)
         again = ask_for_code(browser, national_code)
         typed_back = visible_page(again).replace(national_code, "<national code>")  # the form echoes it
@@ -236,7 +221,7 @@ def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, use
 def test_resend_answers_alike_for_unknown_and_known_national_codes(app, user):
     answers = []
     for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
-        browser = new_browser(app)
+        browser = english_browser(app)
         page = ask_for_code(browser, national_code)
         resent = browser.submit(page, {}, action_contains="/password/reset/resend")
         answers.append((resent.status_code, resent.request.path, [without_seconds(f) for f in flashes(resent)]))
@@ -244,7 +229,7 @@ def test_resend_answers_alike_for_unknown_and_known_national_codes(app, user):
 
 
 def test_resend_too_soon_gives_a_message_and_the_first_code_still_works(app, user):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     resent = browser.submit(page, {}, action_contains="/password/reset/resend")
     assert resent.request.path == "/password/reset"
@@ -258,7 +243,7 @@ def test_resend_too_soon_gives_a_message_and_the_first_code_still_works(app, use
 
 
 def _login_code_for(app: Flask, user: UserInfo) -> str:
-    other = new_browser(app)
+    other = english_browser(app)
     page = other.get("/login/sms")
     other.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
     return last_sms_code(app, user.mobile, "login")
@@ -294,7 +279,7 @@ def assert_nothing_changed(app: Flask, user: UserInfo, rp: ClientInfo, other: tu
 
 @pytest.mark.parametrize("bad", BAD_CODES)
 def test_bad_code_changes_nothing(app, user, rp_client, other_session, bad):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     right = last_sms_code(app, user.mobile, "reset")
     if bad == "wrong":
@@ -319,7 +304,7 @@ def test_bad_code_changes_nothing(app, user, rp_client, other_session, bad):
 
 @pytest.mark.parametrize("weak", list(WEAK_PASSWORDS.values()), ids=list(WEAK_PASSWORDS))
 def test_weak_new_password_changes_nothing_and_the_code_still_works(app, user, rp_client, other_session, weak):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     code = last_sms_code(app, user.mobile, "reset")
     failed = reset(browser, page, code, weak)
@@ -336,7 +321,7 @@ def test_weak_new_password_changes_nothing_and_the_code_still_works(app, user, r
 
 
 def test_different_confirmation_changes_nothing(app, user, rp_client, other_session):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code)
     failed = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD, NEW_PASSWORD + "!")
     assert failed.status_code == 200 and failed.request.path == "/password/reset"
@@ -346,7 +331,7 @@ def test_different_confirmation_changes_nothing(app, user, rp_client, other_sess
 
 
 def test_persian_digits_in_national_code_and_code(app, user):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = ask_for_code(browser, user.national_code.translate(PERSIAN))
     assert page.request.path == "/password/reset"
     code = last_sms_code(app, user.mobile, "reset")
@@ -356,6 +341,6 @@ def test_persian_digits_in_national_code_and_code(app, user):
 
 
 def test_reset_page_without_a_started_recovery_goes_back_to_the_start(app):
-    response = new_browser(app).client.get("/password/reset")
+    response = english_browser(app).client.get("/password/reset")
     assert response.status_code in (302, 303)
     assert response.location.split("?")[0].endswith("/password/forgot")

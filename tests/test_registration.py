@@ -28,7 +28,6 @@ from idp import clock
 from idp.extensions import db
 from idp.otp import check_code, issue_code
 from idp.rules.digits import to_persian_digits
-from idp.security import sha256_hex
 from idp.store.audit import recent_events
 from idp.store.models import User
 from idp.store.users import find_user_by_national_code
@@ -37,6 +36,7 @@ from .helpers import (
     Browser,
     add_registry_person,
     authorization_params,
+    captcha_answer,
     create_test_user,
     exchange_code,
     find_form,
@@ -736,15 +736,6 @@ def captcha_app(app_with) -> Flask:
     app = app_with(captcha={"enabled": True})
     put_in_registry(app, SARA)
     return app
-
-
-def captcha_answer(app: Flask, client: FlaskClient) -> str:
-    """The answer to the challenge in this browser's server-side session."""
-    provider = app.extensions["idp"]
-    cookie = client.get_cookie(provider.config.session.cookie_name)
-    assert cookie is not None, "the page with the CAPTCHA set a session cookie"
-    data = provider.store.get("browser-session:" + sha256_hex(cookie.value))
-    return data["captcha"]["answer"]
 
 
 def captcha_start(client: FlaskClient, answer_for: Any) -> Any:

@@ -25,9 +25,13 @@ from .helpers import (
     UserInfo,
     authorization_params,
     create_test_user,
+    english_browser,
     exchange_code,
+    field_error,
     find_form,
+    is_logged_in,
     last_sms_code,
+    page_text,
     parse_page,
     pkce_pair,
     query_of,
@@ -44,25 +48,9 @@ WRONG_CODE = "The code is not correct or has expired."
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def new_browser(app: Flask, issuer: str) -> Browser:
-    """A browser that asks for English pages, so messages can be compared as text."""
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
 def flashes(response: Any) -> list[str]:
     return [
-        html.unescape(m).strip() for m in re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', text_of(response), re.S)
+        html.unescape(m).strip() for m in re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', page_text(response), re.S)
     ]
 
 
@@ -73,7 +61,7 @@ def without_seconds(text: str) -> str:
 
 def visible_page(response: Any) -> str:
     """The page without what differs from request to request (CSRF token, pending request id)."""
-    body = text_of(response)
+    body = page_text(response)
     body = re.sub(r'name="csrf_token"[^>]*value="[^"]*"', 'name="csrf_token"', body)
     body = re.sub(r'value="[^"]*"( *)(?=[^>]*name="tx")', "", body)
     body = re.sub(r'name="tx"[^>]*>', 'name="tx">', body)
@@ -95,11 +83,6 @@ def enter_code(browser: Browser, page: Any, code: str) -> Any:
     return browser.submit(page, {"code": code}, action_contains="/login/sms/verify")
 
 
-def is_logged_in(browser: Browser) -> bool:
-    """The account home answers only a logged-in browser (otherwise it redirects to the login page)."""
-    return browser.client.get("/").status_code == 200
-
-
 def decode(client: Any, token: str) -> dict[str, Any]:
     keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
     return dict(jwt.decode(token, keys, algorithms=["RS256", "ES256"]).claims)
@@ -108,7 +91,7 @@ def decode(client: Any, token: str) -> dict[str, Any]:
 def assert_code_page(page: Any) -> None:
     assert page.status_code == 200, page.status_code
     assert "/login/sms/verify" in page.request.path
-    form = find_form(text_of(page), action_contains="/login/sms/verify")
+    form = find_form(page_text(page), action_contains="/login/sms/verify")
     assert "code" in form.fields and "password" not in form.fields
 
 
@@ -116,18 +99,18 @@ def assert_code_page(page: Any) -> None:
 
 
 def test_sms_login_from_the_login_page_returns_to_the_relying_party(app, issuer, user, rp_client):
-    browser = new_browser(app, issuer)
+    browser = english_browser(app)
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, scope="openid profile phone")
     login_page = browser.authorize(params)
     assert login_page.status_code == 200
     tx = query_of(login_page.request.url).get("tx")
-    link = parse_page(text_of(login_page)).links["link-otp-login"]
+    link = parse_page(page_text(login_page)).links["link-otp-login"]
     assert tx and query_of(link).get("tx") == tx  # the link keeps the pending authorization request
 
     page = browser.get(link)
     assert page.status_code == 200
-    assert find_form(text_of(page), action_contains="/login/sms").fields.get("tx") == tx
+    assert find_form(page_text(page), action_contains="/login/sms").fields.get("tx") == tx
     page = browser.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
     assert_code_page(page)
     texted = outbox_for(app, user.mobile, "login")
@@ -137,7 +120,7 @@ def test_sms_login_from_the_login_page_returns_to_the_relying_party(app, issuer,
     page = enter_code(browser, page, texted[0]["code"])
     if page.status_code == 200 and b'name="decision"' in page.data:
         page = browser.consent(page)
-    assert page.status_code == 302, text_of(page)[:1000]
+    assert page.status_code == 302, page_text(page)[:1000]
     assert page.location.startswith(rp_client.redirect_uri)
     query = query_of(page.location)
     assert query["state"] == params["state"] and query["iss"] == issuer
@@ -154,16 +137,16 @@ def test_sms_login_from_the_login_page_returns_to_the_relying_party(app, issuer,
     assert info.get_json()["phone_number"] == user.mobile
 
 
-def test_sms_login_without_a_relying_party_lands_on_the_account(app, issuer, user):
-    browser = new_browser(app, issuer)
+def test_sms_login_without_a_relying_party_lands_on_the_account(app, user):
+    browser = english_browser(app)
     page = start_sms_login(browser, user.national_code)
     done = enter_code(browser, page, last_sms_code(app, user.mobile, "login"))
     assert done.status_code == 200 and done.request.path == "/"
     assert is_logged_in(browser)
 
 
-def test_sms_login_rotates_the_session_cookie(app, issuer, user):
-    browser = new_browser(app, issuer)
+def test_sms_login_rotates_the_session_cookie(app, user):
+    browser = english_browser(app)
     page = start_sms_login(browser, user.national_code)
     before = browser.client.get_cookie("hoviyat_session").value
     enter_code(browser, page, last_sms_code(app, user.mobile, "login"))
@@ -171,8 +154,8 @@ def test_sms_login_rotates_the_session_cookie(app, issuer, user):
     assert after is not None and after.value != before
 
 
-def test_persian_digits_in_national_code_and_code(app, issuer, user):
-    browser = new_browser(app, issuer)
+def test_persian_digits_in_national_code_and_code(app, user):
+    browser = english_browser(app)
     page = start_sms_login(browser, user.national_code.translate(PERSIAN))
     assert_code_page(page)
     code = last_sms_code(app, user.mobile, "login")
@@ -184,10 +167,10 @@ def test_persian_digits_in_national_code_and_code(app, issuer, user):
 # -- telling nobody who has an account --------------------------------------------------------------
 
 
-def test_unknown_national_code_gets_the_same_page_and_no_sms(app, issuer, user):
-    known = start_sms_login(new_browser(app, issuer), user.national_code)
+def test_unknown_national_code_gets_the_same_page_and_no_sms(app, user):
+    known = start_sms_login(english_browser(app), user.national_code)
     sent_before = len(sms_outbox(app))
-    unknown_browser = new_browser(app, issuer)
+    unknown_browser = english_browser(app)
     unknown = start_sms_login(unknown_browser, UNKNOWN_NATIONAL_CODE)
     assert unknown.status_code == known.status_code == 200
     assert unknown.request.path == known.request.path == "/login/sms/verify"
@@ -202,11 +185,11 @@ def test_unknown_national_code_gets_the_same_page_and_no_sms(app, issuer, user):
     assert not is_logged_in(unknown_browser)
 
 
-def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, issuer, user):
+def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, user):
     """Asking again at once must not reveal that a code was texted (only real accounts get one)."""
     answers = []
     for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
-        browser = new_browser(app, issuer)
+        browser = english_browser(app)
         start_sms_login(browser, national_code)
         again = start_sms_login(browser, national_code)
         typed_back = visible_page(again).replace(national_code, "<national code>")  # the form echoes it
@@ -214,10 +197,10 @@ def test_unknown_and_known_national_codes_answer_alike_when_asked_twice(app, iss
     assert answers[0] == answers[1]
 
 
-def test_unknown_national_code_resend_answers_like_a_known_one(app, issuer, user):
+def test_unknown_national_code_resend_answers_like_a_known_one(app, user):
     answers = []
     for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
-        browser = new_browser(app, issuer)
+        browser = english_browser(app)
         page = start_sms_login(browser, national_code)
         resent = browser.submit(page, {}, action_contains="/login/sms/resend")
         answers.append((resent.status_code, resent.request.path, [without_seconds(f) for f in flashes(resent)]))
@@ -228,8 +211,8 @@ def test_unknown_national_code_resend_answers_like_a_known_one(app, issuer, user
 
 
 @pytest.fixture
-def at_code_page(app, issuer, user) -> tuple[Browser, Any]:
-    browser = new_browser(app, issuer)
+def at_code_page(app, user) -> tuple[Browser, Any]:
+    browser = english_browser(app)
     return browser, start_sms_login(browser, user.national_code)
 
 
@@ -300,14 +283,13 @@ def test_used_code_cannot_be_used_again(app_with):
     """A code logs in once; the same code typed in a second login fails (resend interval shortened)."""
     app = app_with(otp={"resend_interval": 1})
     person = create_test_user(app)
-    issuer = app.extensions["idp"].issuer
-    first = new_browser(app, issuer)
+    first = english_browser(app)
     page = start_sms_login(first, person.national_code)
     code = last_sms_code(app, person.mobile, "login")
     assert enter_code(first, page, code).request.path == "/"
 
     time.sleep(1.1)
-    second = new_browser(app, issuer)
+    second = english_browser(app)
     page = start_sms_login(second, person.national_code)
     assert_code_page(page)
     fresh = last_sms_code(app, person.mobile, "login")
@@ -316,8 +298,8 @@ def test_used_code_cannot_be_used_again(app_with):
     assert_refused(second, enter_code(second, page, code))
 
 
-def test_verify_page_without_a_started_login_goes_back_to_the_start(app, issuer):
-    browser = new_browser(app, issuer)
+def test_verify_page_without_a_started_login_goes_back_to_the_start(app):
+    browser = english_browser(app)
     response = browser.client.get("/login/sms/verify")
     assert response.status_code in (302, 303)
     assert "/login/sms" in response.location and "/verify" not in response.location
@@ -342,7 +324,7 @@ def test_resend_too_soon_gives_a_message_and_sends_nothing(app, user, at_code_pa
 def test_resend_after_the_interval_sends_a_new_code_and_the_old_one_stops(app_with):
     app = app_with(otp={"resend_interval": 1})
     person: UserInfo = create_test_user(app)
-    browser = new_browser(app, app.extensions["idp"].issuer)
+    browser = english_browser(app)
     page = start_sms_login(browser, person.national_code)
     old = last_sms_code(app, person.mobile, "login")
     time.sleep(1.1)
@@ -358,15 +340,15 @@ def test_resend_after_the_interval_sends_a_new_code_and_the_old_one_stops(app_wi
 # -- a pending authorization request is kept ------------------------------------------------------------
 
 
-def test_sms_start_form_keeps_the_pending_request_after_an_error(app, issuer, rp_client: ClientInfo):
-    browser = new_browser(app, issuer)
+def test_sms_start_form_keeps_the_pending_request_after_an_error(app, rp_client: ClientInfo):
+    browser = english_browser(app)
     _verifier, challenge = pkce_pair()
     login_page = browser.authorize(authorization_params(rp_client, challenge))
-    link = parse_page(text_of(login_page)).links["link-otp-login"]
+    link = parse_page(page_text(login_page)).links["link-otp-login"]
     tx = query_of(link)["tx"]
     page = browser.get(link)
     bad = browser.submit(page, {"national_code": "1234567890"}, action_contains="/login/sms")
     assert bad.status_code == 200
     assert field_error(bad, "national_code")
-    assert find_form(text_of(bad), action_contains="/login/sms").fields.get("tx") == tx
+    assert find_form(page_text(bad), action_contains="/login/sms").fields.get("tx") == tx
     assert sms_outbox(app) == []

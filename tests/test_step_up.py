@@ -8,7 +8,6 @@ a second factor. TOTP guessing goes through the login throttle.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import time
@@ -29,9 +28,12 @@ from .helpers import (
     authorization_params,
     create_test_client,
     create_test_user,
+    english_browser,
     exchange_code,
+    field_error,
     find_form,
     last_sms_code,
+    page_text,
     parse_page,
     pkce_pair,
     query_of,
@@ -47,23 +49,8 @@ METHOD_LINKS = ("method-pwd", "method-sms", "method-otp", "method-recovery")
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def new_browser(app: Flask) -> Browser:
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
-    return Browser(client, app.extensions["idp"].issuer)
-
-
-def text_of(response: Any) -> str:
-    return response.get_data(as_text=True)
-
-
-def field_error(response: Any, name: str) -> str | None:
-    match = re.search(rf'id="{name}-error"[^>]*>(.*?)</p>', text_of(response), re.S)
-    return html.unescape(match.group(1)).strip() if match else None
-
-
 def method_links(response: Any) -> dict[str, str]:
-    return {k: v for k, v in parse_page(text_of(response)).links.items() if k in METHOD_LINKS}
+    return {k: v for k, v in parse_page(page_text(response)).links.items() if k in METHOD_LINKS}
 
 
 def is_second_factor_page(response: Any) -> bool:
@@ -100,7 +87,7 @@ def finish(browser: Browser, page: Any, rp: ClientInfo, params: dict[str, str], 
     """Consent if asked, check the redirect to the RP, exchange the code; returns the ID token's claims."""
     if page.status_code == 200 and b'name="decision"' in page.data:
         page = browser.consent(page)
-    assert page.status_code == 302, (page.status_code, page.request.path, text_of(page)[:1500])
+    assert page.status_code == 302, (page.status_code, page.request.path, page_text(page)[:1500])
     assert page.location.startswith(rp.redirect_uri), page.location
     query = query_of(page.location)
     assert "error" not in query, query
@@ -120,13 +107,13 @@ def enrol_totp(browser: Browser) -> tuple[str, list[str]]:
     """Turn on the authenticator app on /account/two-factor; returns the secret and the recovery codes."""
     page = browser.get("/account/two-factor")
     assert page.status_code == 200
-    match = re.search(r'id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<', text_of(page))
-    assert match, text_of(page)[:2000]
+    match = re.search(r'id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<', page_text(page))
+    assert match, page_text(page)[:2000]
     secret = match.group(1)
     shown = browser.submit(page, {"code": totp_code(secret)}, action_contains="/account/two-factor")
     assert shown.status_code == 200, shown.status_code
-    codes = re.findall(r"<code>\s*([a-z2-7]{4}-[a-z2-7]{4})\s*</code>", text_of(shown))
-    assert len(codes) >= 5, text_of(shown)[:2000]
+    codes = re.findall(r"<code>\s*([a-z2-7]{4}-[a-z2-7]{4})\s*</code>", page_text(shown))
+    assert len(codes) >= 5, page_text(shown)[:2000]
     return secret, codes
 
 
@@ -148,7 +135,7 @@ def submit_code(browser: Browser, page: Any, code: str) -> Any:
     ],
 )
 def test_loa2_after_password_and_sms_has_two_methods(app, user, rp_client, ask):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page, params, verifier = start(browser, rp_client, **ask)
     assert b'name="password"' in page.data
     page = browser.login(page, user)
@@ -170,7 +157,7 @@ def test_loa2_after_password_and_sms_has_two_methods(app, user, rp_client, ask):
 
 
 def test_a_loa2_session_is_not_asked_again(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page, params, verifier = start(browser, rp_client, acr_values=LOA2)
     page = browser.second_factor_by_sms(browser.login(page, user), app, user.mobile)
     first = finish(browser, page, rp_client, params, verifier)
@@ -185,14 +172,14 @@ def test_a_loa2_session_is_not_asked_again(app, user, rp_client):
 
 
 def test_step_up_with_the_authenticator_app(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     secret, _codes = enrol_totp(browser)
     clock.advance(30)  # the enrolment code's time step is spent
 
     page, params, verifier = start(browser, rp_client, acr_values=LOA2)
     assert is_second_factor_page(page)  # the session has the password only
-    assert find_form(text_of(page), action_contains=SECOND_FACTOR, field_name="code")
+    assert find_form(page_text(page), action_contains=SECOND_FACTOR, field_name="code")
     assert set(method_links(page)) == {"method-sms", "method-recovery"}  # the app is the default
     page = submit_code(browser, page, totp_code(secret))
     claims = finish(browser, page, rp_client, params, verifier)
@@ -202,22 +189,22 @@ def test_step_up_with_the_authenticator_app(app, user, rp_client):
 
 
 def test_enrolment_rejects_a_wrong_code_and_keeps_the_app_off(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     page = browser.get("/account/two-factor")
-    secret = re.search(r'id="totp-secret"[^>]*>\s*([A-Z2-7]+)', text_of(page)).group(1)
+    secret = re.search(r'id="totp-secret"[^>]*>\s*([A-Z2-7]+)', page_text(page)).group(1)
     wrong = f"{(int(totp_code(secret)) + 1) % 1_000_000:06d}"
     failed = browser.submit(page, {"code": wrong}, action_contains="/account/two-factor")
     assert failed.status_code == 200 and field_error(failed, "code")
-    assert not re.findall(r"<code>\s*[a-z2-7]{4}-[a-z2-7]{4}\s*</code>", text_of(failed))  # no recovery codes
+    assert not re.findall(r"<code>\s*[a-z2-7]{4}-[a-z2-7]{4}\s*</code>", page_text(failed))  # no recovery codes
     # Step-up still offers SMS only.
     page, _params, _verifier = start(browser, rp_client, acr_values=LOA2)
     assert is_second_factor_page(page) and method_links(page) == {}
-    assert find_form(text_of(page), action_contains="/login/second-factor/send")
+    assert find_form(page_text(page), action_contains="/login/second-factor/send")
 
 
 def test_totp_code_is_accepted_once_per_time_step(app, user, rp_client):
-    first = new_browser(app)
+    first = english_browser(app)
     password_login(first, user)
     secret, _codes = enrol_totp(first)
     clock.advance(30)
@@ -226,7 +213,7 @@ def test_totp_code_is_accepted_once_per_time_step(app, user, rp_client):
     finish(first, submit_code(first, page, code), rp_client, params, verifier)
 
     # The same code, within the same 30-second step, in another browser: refused.
-    second = new_browser(app)
+    second = english_browser(app)
     page, _params, _verifier = start(second, rp_client, acr_values=LOA2)
     page = second.login(page, user)
     assert is_second_factor_page(page)
@@ -240,14 +227,14 @@ def test_totp_code_is_accepted_once_per_time_step(app, user, rp_client):
 
 
 def test_recovery_code_works_once(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     _secret, codes = enrol_totp(browser)
     # Shown once: the two-factor page no longer lists them.
     again = browser.get("/account/two-factor")
-    assert not any(code in text_of(again) for code in codes)
+    assert not any(code in page_text(again) for code in codes)
 
-    first = new_browser(app)
+    first = english_browser(app)
     page, params, verifier = start(first, rp_client, acr_values=LOA2)
     page = first.login(page, user)
     page = first.get(method_links(page)["method-recovery"])
@@ -257,7 +244,7 @@ def test_recovery_code_works_once(app, user, rp_client):
     assert claims["acr"] == LOA2
     assert claims["amr"][0] == "pwd" and len(claims["amr"]) == 2
 
-    second = new_browser(app)
+    second = english_browser(app)
     page, params, verifier = start(second, rp_client, acr_values=LOA2)
     page = second.get(method_links(second.login(page, user))["method-recovery"])
     refused = submit_code(second, page, codes[0])
@@ -272,11 +259,11 @@ def test_recovery_code_works_once(app, user, rp_client):
 
 
 def test_after_an_sms_login_loa2_asks_for_the_password(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     sms_login(browser, app, user)
     page, params, verifier = start(browser, rp_client, acr_values=LOA2)
     assert is_second_factor_page(page)
-    form = find_form(text_of(page), action_contains=SECOND_FACTOR)
+    form = find_form(page_text(page), action_contains=SECOND_FACTOR)
     assert "password" in form.fields and "code" not in form.fields
     assert method_links(page) == {}
 
@@ -290,18 +277,18 @@ def test_after_an_sms_login_loa2_asks_for_the_password(app, user, rp_client):
 
 
 def test_sms_session_cannot_pick_a_code_method_instead_of_the_password(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     sms_login(browser, app, user)
     page, _params, _verifier = start(browser, rp_client, acr_values=LOA2)
     tx = query_of(page.request.url)["tx"]
     for method in ("sms", "otp", "recovery"):
         other = browser.get(f"{SECOND_FACTOR}?method={method}&tx={tx}")
-        form = find_form(text_of(other), action_contains=SECOND_FACTOR)
+        form = find_form(page_text(other), action_contains=SECOND_FACTOR)
         assert "password" in form.fields and "code" not in form.fields, method
 
 
 def test_sms_login_alone_is_loa1(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     sms_login(browser, app, user)
     page, params, verifier = start(browser, rp_client)
     claims = finish(browser, page, rp_client, params, verifier)
@@ -315,7 +302,7 @@ def test_sms_login_alone_is_loa1(app, user, rp_client):
 def test_max_age_elapsed_needs_the_password_and_a_second_factor_again(app_with):
     app = app_with(otp={"resend_interval": 1})  # a second step-up code soon after the first
     user, rp_client = create_test_user(app), create_test_client(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     page, params, verifier = start(browser, rp_client, acr_values=LOA2)
     first = finish(
         browser, browser.second_factor_by_sms(browser.login(page, user), app, user.mobile), rp_client, params, verifier
@@ -338,7 +325,7 @@ def test_max_age_elapsed_needs_the_password_and_a_second_factor_again(app_with):
 
 @pytest.mark.slow
 def test_max_age_elapsed_after_an_sms_login_needs_the_password_and_a_second_factor(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     sms_login(browser, app, user)
     page, params, verifier = start(browser, rp_client)
     first = finish(browser, page, rp_client, params, verifier)
@@ -355,7 +342,7 @@ def test_max_age_elapsed_after_an_sms_login_needs_the_password_and_a_second_fact
 
 @pytest.mark.parametrize("first_login", ["password", "sms"])
 def test_prompt_none_with_loa2_and_a_one_factor_session_is_login_required(app, user, rp_client, first_login):
-    browser = new_browser(app)
+    browser = english_browser(app)
     if first_login == "password":
         password_login(browser, user)
     else:
@@ -376,7 +363,7 @@ def test_prompt_none_with_loa2_and_a_one_factor_session_is_login_required(app, u
 
 
 def _other_purpose_code(app: Flask, user: UserInfo) -> str:
-    other = new_browser(app)
+    other = english_browser(app)
     page = other.get("/login/sms")
     other.submit(page, {"national_code": user.national_code}, action_contains="/login/sms")
     return last_sms_code(app, user.mobile, "login")
@@ -384,7 +371,7 @@ def _other_purpose_code(app: Flask, user: UserInfo) -> str:
 
 @pytest.mark.parametrize("wrong", ["off-by-one", "expired", "login-purpose"])
 def test_wrong_sms_code_at_step_up_fails(app, user, rp_client, wrong):
-    browser = new_browser(app)
+    browser = english_browser(app)
     page, _params, _verifier = start(browser, rp_client, acr_values=LOA2)
     page = browser.login(page, user)
     page = browser.submit(page, {}, action_contains="/login/second-factor/send")
@@ -408,7 +395,7 @@ def test_wrong_sms_code_at_step_up_fails(app, user, rp_client, wrong):
 
 
 def test_wrong_totp_code_at_step_up_fails(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     secret, _codes = enrol_totp(browser)
     clock.advance(30)
@@ -434,7 +421,7 @@ def test_guessing_totp_codes_is_throttled(app_with):
     app = app_with(login={"delay_after_failures": 2, "max_delay": 2, "captcha_after_failures": 50})
     user = create_test_user(app)
     rp = create_test_client(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     secret, _codes = enrol_totp(browser)
     clock.advance(30)
@@ -462,7 +449,7 @@ def test_totp_failures_beyond_the_captcha_limit_do_not_lock_out_the_owner_when_c
     app = app_with(login={"delay_after_failures": 50, "captcha_after_failures": 2})
     user = create_test_user(app)
     rp = create_test_client(app)
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     secret, _codes = enrol_totp(browser)
     clock.advance(30)
@@ -477,7 +464,7 @@ def test_totp_failures_beyond_the_captcha_limit_do_not_lock_out_the_owner_when_c
 
 
 def test_second_factor_page_without_a_session_redirects_to_login(app, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     response = browser.client.get(SECOND_FACTOR)
     assert response.status_code in (302, 303)
     assert response.location.split("?")[0].endswith("/login")
@@ -496,13 +483,13 @@ def test_second_factor_page_without_a_session_redirects_to_login(app, rp_client)
 
 
 def test_method_links_follow_what_the_user_has(app, user, rp_client):
-    browser = new_browser(app)
+    browser = english_browser(app)
     password_login(browser, user)
     page, _params, _verifier = start(browser, rp_client, acr_values=LOA2)
     tx = query_of(page.request.url)["tx"]
     assert method_links(page) == {}  # no app: SMS only, nothing to switch to
     assert method_links(browser.get(f"{SECOND_FACTOR}?method=otp&tx={tx}")) == {}
-    assert find_form(text_of(browser.get(f"{SECOND_FACTOR}?method=otp&tx={tx}")), action_contains="/send")
+    assert find_form(page_text(browser.get(f"{SECOND_FACTOR}?method=otp&tx={tx}")), action_contains="/send")
 
     enrol_totp(browser)
     expected = {

@@ -31,7 +31,9 @@ from .helpers import (
     UserInfo,
     authorization_params,
     create_test_user,
+    english_browser,
     exchange_code,
+    field_error,
     find_form,
     pkce_pair,
     query_of,
@@ -89,15 +91,8 @@ def enrolment_page(browser: Browser) -> tuple[Any, str, list[str]]:
     return page, parser.secret, parser.images
 
 
-def new_browser(app: Flask, language: str | None = "en") -> Browser:
-    client = app.test_client()
-    if language:
-        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
-    return Browser(client, app.extensions["idp"].issuer)
-
-
 def log_in(app: Flask, user: UserInfo) -> Browser:
-    browser = new_browser(app)
+    browser = english_browser(app)
     page = browser.login(browser.get("/login"), user)
     assert page.request.path == "/", page.request.path
     return browser
@@ -106,11 +101,6 @@ def log_in(app: Flask, user: UserInfo) -> Browser:
 def redirect_path(response: Any) -> str:
     assert response.status_code in (302, 303), (response.status_code, response.get_data(as_text=True)[:2000])
     return urlsplit(response.location).path
-
-
-def field_error(response: Any, field: str) -> str | None:
-    match = re.search(rf'id="{re.escape(field)}-error"[^>]*>(.*?)</', response.get_data(as_text=True), re.S)
-    return match.group(1).strip() if match else None
 
 
 def recovery_codes_in(response: Any) -> list[str]:
@@ -157,7 +147,7 @@ def accepted(response: Any) -> bool:
     if response.status_code in (302, 303):
         return True
     assert response.status_code == 200, response.status_code
-    assert field_error(response, "code"), response.get_data(as_text=True)[:3000]
+    assert field_error(response, "code", raw=True), response.get_data(as_text=True)[:3000]
     return False
 
 
@@ -195,7 +185,7 @@ def test_a_wrong_code_does_not_enable(app, user, wrong):
         wrong = "999999"  # "000000" happened to be the right code (one chance in a million)
     response = browser.submit(page, {"code": wrong}, field_name="code")
     assert response.status_code == 200
-    assert field_error(response, "code"), response.get_data(as_text=True)[:3000]
+    assert field_error(response, "code", raw=True), response.get_data(as_text=True)[:3000]
     assert recovery_codes_in(response) == []
     stored = load_user(app, user.id)
     assert not stored.has_totp and stored.totp_secret_encrypted is None
@@ -456,7 +446,7 @@ def test_a_new_server_secret_makes_the_old_seed_fail_cleanly(app_with):
     assert load_user(after, person.id).has_totp
     response = second_factor(other, "otp", code_at(secret))
     assert response.status_code == 200, response.status_code
-    assert field_error(response, "code")
+    assert field_error(response, "code", raw=True)
     assert not any("otp" in amr for amr in amr_of_sessions(after, person.id))
     # The settings page still works, and turning the app off with the password is possible.
     assert other.get("/account/two-factor").status_code == 200
