@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m idp.demo
 
-## test: lint, then the whole suite on SQLite + in-process store and on PostgreSQL + Redis when they answer
+## test: lint, then the whole suite on SQLite + in-process store and on PostgreSQL + Redis when they answer,
+## spread over the machine's cores (pytest-xdist; each worker has its own database and key prefix)
 test: $(STAMP) lint
 	@# pytest's exit code 5 means it collected no test: a broken suite, not a pass.
-	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 lint: $(STAMP)

@@ -107,7 +107,7 @@ def order_statuses(page: requests.Response) -> list[str]:
     """The status column of #orders, newest first."""
     if 'id="orders"' not in page.text:
         return []
-    return [s.strip() for s in re.findall(r'<td class="status">(.*?)</td>', page.text, re.S)]
+    return [s.strip() for s in re.findall(r'<td class="status"[^>]*>(.*?)</td>', page.text, re.S)]
 
 
 def fill_purchase_file(

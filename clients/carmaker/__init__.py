@@ -121,8 +121,8 @@ def describe_order(order: Order) -> tuple[Plan | None, Car | None]:
 
 class PurchaseFileForm(FlaskForm):
     postal_address = TextAreaField("نشانی پستی", validators=[DataRequired("نشانی را وارد کنید."), Length(max=500)])
-    postal_code = StringField("کد پستی")
-    sheba = StringField("شماره شبا")
+    postal_code = StringField("کد پستی", render_kw={"inputmode": "numeric", "autocomplete": "postal-code"})
+    sheba = StringField("شماره شبا", render_kw={"autocomplete": "off"})
 
     def validate_postal_code(self, field: StringField) -> None:
         try:

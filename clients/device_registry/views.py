@@ -163,7 +163,8 @@ def registry_blueprint(rp: RelyingParty) -> Blueprint:
             ticket.user_id = user.id
             ticket.description = form.description.data
             file_ticket(ticket)
-            flash(f"درخواست شما با شمارهٔ تیکت {persian_digits(ticket.number)} ثبت شد.", "info")
+            # The number is isolated left-to-right, or the bidi algorithm shows its two parts swapped.
+            flash(f"درخواست شما با شمارهٔ تیکت \u2066{persian_digits(ticket.number)}\u2069 ثبت شد.", "info")
             return redirect(url_for("registry.tickets"))
         return render_template("ticket_form.html", subject=chosen, form=form, closing=CLOSING)
 
