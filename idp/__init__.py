@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
-from .config import Config, database_url, load_config, with_generated_secrets
+from .config import Config, database_url, load_config, parse_networks, with_generated_secrets
 from .extensions import babel, csrf, db, limiter, migrate
 from .keys import KeyManagementError, KeyRing
 from .mail import mail_sender_from_config
@@ -63,7 +63,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     app.extensions["idp"] = Provider(
         config=config,
         store=store,
-        keys=KeyRing(config.keys.dir, config.keys.reload_interval),
+        keys=KeyRing(config.keys.dir, config.keys.reload_interval, config.keys.publish_before_use),
         registry=registry_from_config(config),
         sms=sender_from_config(config),
         mail=mail_sender_from_config(config),
@@ -83,7 +83,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     i18n.install(app)
 
     from .web import headers
-    from .web.sessions import KeyValueSessionInterface
+    from .web.sessions import KeyValueSessionInterface, raise_if_unavailable
 
     app.session_interface = KeyValueSessionInterface(
         store,
@@ -92,6 +92,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         anonymous_ttl=config.tokens.login_transaction_ttl,
     )
     headers.install(app, https=config.uses_https)
+    app.before_request(raise_if_unavailable)
 
     from .oidc.server import build_authorization_server
 
@@ -108,6 +109,14 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     app.register_blueprint(register_bp)
     app.register_blueprint(account_bp)
     app.register_blueprint(captcha_bp)
+    from .ops import health, logs, metrics
+    from .ops.proxy import TrustedProxies
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.install(app)
+    logs.install(app)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, parse_networks("server.trusted_proxies", config.server.trusted_proxies))
     _install_error_pages(app)
 
     from .cli import register_commands
@@ -125,6 +134,23 @@ def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def unavailable_service(error: BaseException) -> str | None:
+    """Which backing service an exception says is unreachable: "store", "database", "keys" or None."""
+    import redis
+    from limits.errors import StorageError
+    from sqlalchemy import exc as sa
+
+    if isinstance(error, StoreUnavailable | redis.RedisError | StorageError):
+        return "store"
+    if isinstance(error, sa.OperationalError | sa.InterfaceError | sa.TimeoutError):
+        return "database"
+    if isinstance(error, sa.DBAPIError) and error.connection_invalidated:
+        return "database"
+    if isinstance(error, KeyManagementError):
+        return "keys"
+    return None
+
+
 def _wants_json() -> bool:
     return request.path.startswith(JSON_PATH_PREFIXES)
 
@@ -138,6 +164,14 @@ def _install_error_pages(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         status = error.code or 500
+        original = getattr(error, "original_exception", None)
+        if status == 500 and original is not None and unavailable_service(original):
+            # Raised outside the view (opening or saving the browser session): still a 503, not a 500.
+            return unavailable(original)
+        if status == 429:
+            from .ops.metrics import RATE_LIMITED
+
+            RATE_LIMITED.labels(limit=request.url_rule.rule if request.url_rule is not None else "unmatched").inc()
         if _wants_json():
             body = {"error": "temporarily_unavailable" if status == 429 else "invalid_request"}
             body["error_description"] = (error.description or "")[:200]
@@ -154,11 +188,26 @@ def _install_error_pages(app: Flask) -> None:
         message = messages.get(status, gettext("The request could not be understood."))
         return render_template("error.html", message=message), status
 
-    @app.errorhandler(StoreUnavailable)
-    @app.errorhandler(KeyManagementError)
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Any:
+        if unavailable_service(error):
+            return unavailable(error)
+        log.exception("unhandled error")
+        from werkzeug.exceptions import InternalServerError
+
+        return http_error(InternalServerError())
+
     def unavailable(error: Exception) -> Any:
-        log.error("service unavailable: %s", error)
-        db.session.rollback()
+        from .ops.metrics import UNAVAILABLE
+
+        service = unavailable_service(error) or "keys"
+        UNAVAILABLE.labels(service=service).inc()
+        log.error("service unavailable (%s): %s", service, error.__class__.__name__)
+        try:
+            db.session.rollback()  # nothing half-written: the request's transaction is dropped
+        except Exception:  # the connection is gone; the pool replaces it on the next checkout
+            log.debug("rollback failed", exc_info=True)
+        retry_after = str(app.extensions["idp"].config.observability.retry_after)
         if _wants_json():
             response = jsonify(
                 {
@@ -167,7 +216,9 @@ def _install_error_pages(app: Flask) -> None:
                 }
             )
             response.status_code = 503
-            response.headers["Retry-After"] = "30"
+            response.headers["Retry-After"] = retry_after
+            response.headers["Cache-Control"] = "no-store"
             return response
         message = gettext("The service is unavailable at the moment. Please try again in a few minutes.")
-        return render_template("error.html", message=message), 503
+        page = render_template("error.html", message=message, retry=True)
+        return page, 503, {"Retry-After": retry_after, "Cache-Control": "no-store"}

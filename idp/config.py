@@ -42,6 +42,8 @@ class ServerConfig:
     var_dir: str = "var"
     host: str = "127.0.0.1"
     port: int = 5000
+    # Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed: comma-separated addresses or networks.
+    trusted_proxies: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class KeysConfig:
     id_token_alg: str = "RS256"
     access_token_alg: str = "ES256"
     reload_interval: int = 30
+    publish_before_use: int = 900
+    jwks_max_age: int = 300
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,14 @@ class SupportConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    metrics_allowed: str = "127.0.0.1, ::1"
+    log_format: str = "json"
+    log_level: str = "INFO"
+    retry_after: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -184,6 +196,7 @@ class Config:
     otp: OtpConfig = field(default_factory=OtpConfig)
     login: LoginConfig = field(default_factory=LoginConfig)
     support: SupportConfig = field(default_factory=SupportConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
     @property
     def var_path(self) -> Path:
@@ -313,8 +326,13 @@ def validate(config: Config) -> None:
             raise ConfigError("database.url", "not a valid SQLAlchemy URL") from None
         if url.get_backend_name() not in {"sqlite", "postgresql"}:
             raise ConfigError("database.url", "only sqlite:// and postgresql+psycopg:// are supported")
-    if config.redis.url and urlsplit(config.redis.url).scheme not in {"redis", "rediss", "unix"}:
-        raise ConfigError("redis.url", "must start with redis://, rediss:// or unix:// (or be empty)")
+    if config.redis.url:
+        from .store.redis_url import RedisURLError, parse_redis_url
+
+        try:
+            parse_redis_url(config.redis.url)
+        except RedisURLError as error:
+            raise ConfigError("redis.url", str(error)) from None
     for key in ("id_token_alg", "access_token_alg"):
         alg = getattr(config.keys, key)
         if alg not in SIGNING_ALGORITHMS:
@@ -322,6 +340,23 @@ def validate(config: Config) -> None:
     if not config.keys.dir:
         raise ConfigError("keys.dir", "must name a folder")
     _positive(config, "keys", "reload_interval")
+    for key in ("publish_before_use", "jwks_max_age"):
+        if getattr(config.keys, key) < 0:
+            raise ConfigError(f"keys.{key}", "must not be negative")
+    needed = config.keys.reload_interval + config.keys.jwks_max_age
+    if 0 < config.keys.publish_before_use < needed:
+        # A relying party may fetch the JWKS from an instance that has not yet re-read the keys and then cache it.
+        raise ConfigError(
+            "keys.publish_before_use",
+            f"must be 0 or at least keys.reload_interval + keys.jwks_max_age ({needed} s), so every relying "
+            "party's cached JWKS holds a new key before anything is signed with it",
+        )
+    for key in ("trusted_proxies",):
+        parse_networks(f"server.{key}", config.server.trusted_proxies)
+    parse_networks("observability.metrics_allowed", config.observability.metrics_allowed)
+    _one_of("observability.log_format", config.observability.log_format, ("json", "text"))
+    _one_of("observability.log_level", config.observability.log_level.upper(), ("DEBUG", "INFO", "WARNING", "ERROR"))
+    _positive(config, "observability", "retry_after")
     for name in (f.name for f in dataclasses.fields(TokensConfig)):
         _positive(config, "tokens", name)
     if config.tokens.code_ttl > 600:
@@ -417,6 +452,19 @@ def _check_issuer(issuer: str) -> None:
         raise ConfigError("server.issuer", "must not end with '/' (it is compared byte for byte)")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError("server.issuer", "must use https unless the host is localhost or a loopback address")
+
+
+def parse_networks(key: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of addresses or networks ("10.0.0.0/8, 192.0.2.7") as networks."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(key, f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -1,12 +1,18 @@
 """Signing keys: private keys as PEM files in ``keys.dir`` (mode 0600), metadata in the database.
 
-Each algorithm has at most one ``active`` key, which signs. ``rotate`` makes a new active key and leaves the
-old one ``published``: still in the JWKS, so tokens it signed keep verifying, until ``retire`` removes it and
-deletes its private key. The ``kid`` is the RFC 7638 thumbprint of the public key.
+Each algorithm has one ``active`` key, which signs. ``rotate`` makes a ``next`` key: published in the JWKS at
+once, but used for signing only from its ``activated_at``, ``keys.publish_before_use`` seconds later, so a
+relying party that caches the JWKS has the new key before it meets a token signed with it. From that moment
+every instance signs with it (the switch is computed from the shared database and the clock, not from a message
+between instances), and the previous key is only ``published``: still in the JWKS, so tokens it signed keep
+verifying, until ``retire`` removes it and deletes its private key. The ``kid`` is the RFC 7638 thumbprint of
+the public key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 import threading
 import time
@@ -22,6 +28,7 @@ from .extensions import db
 from .store.models import SigningKey
 
 ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
+log = logging.getLogger(__name__)
 
 
 class KeyManagementError(RuntimeError):
@@ -38,6 +45,8 @@ class LoadedKey:
     alg: str
     status: str
     key: RSAKey | ECKey
+    #: Unix time from which the key signs (None: it never signs again).
+    signs_from: int | None
 
 
 def _new_private_key(alg: str) -> RSAKey | ECKey:
@@ -52,9 +61,10 @@ class KeyRing:
     """The provider's signing keys, cached in memory and re-read every ``reload_interval`` seconds, so
     a rotation done with the CLI reaches a running server without a restart."""
 
-    def __init__(self, keys_dir: str | os.PathLike[str], reload_interval: int) -> None:
+    def __init__(self, keys_dir: str | os.PathLike[str], reload_interval: int, publish_before_use: int = 0) -> None:
         self.keys_dir = Path(keys_dir)
         self.reload_interval = reload_interval
+        self.publish_before_use = publish_before_use
         self._lock = threading.Lock()
         self._loaded_at = -1e18
         self._keys: list[LoadedKey] = []
@@ -64,25 +74,62 @@ class KeyRing:
     # -- admin operations (CLI) -------------------------------------------------------------------
 
     def generate(self, alg: str) -> SigningKey | None:
-        """Create an active key for ``alg`` unless one exists; returns it, or None when one existed."""
-        if self._active_row(alg) is not None:
-            return None
-        return self._create(alg, status="active")
+        """Create an active key for ``alg`` unless one exists; returns it, or None when one existed.
 
-    def rotate(self, alg: str) -> SigningKey:
-        """A new active key for ``alg``; the previous one stays published for verification."""
-        previous = self._active_row(alg)
-        if previous is not None:
-            previous.status = "published"
-            previous.deactivated_at = clock.now()
-        return self._create(alg, status="active")
+        A first key signs at once: no relying party can have cached a JWKS without it."""
+        self.settle()
+        if self._active_row(alg) is not None or self._next_row(alg) is not None:
+            return None
+        return self._create(alg, status="active", activated_at=clock.now())
+
+    def rotate(self, alg: str, at_once: bool = False) -> SigningKey:
+        """A new key for ``alg``, published now and signing after ``publish_before_use`` seconds (or at once,
+        when the old key must stop signing now, e.g. it leaked); the previous one stays published."""
+        self.settle()
+        delay = 0 if at_once else self.publish_before_use
+        now = clock.now()
+        pending = self._next_row(alg)
+        if pending is not None:
+            # A second rotation before the first took effect: the key waiting is withdrawn (it never signed).
+            pending.status = "retired"
+            pending.retired_at = now
+            self._pem_path(pending.kid).unlink(missing_ok=True)
+        if delay == 0:
+            previous = self._active_row(alg)
+            if previous is not None:
+                previous.status = "published"
+                previous.deactivated_at = now
+            return self._create(alg, status="active", activated_at=now)
+        return self._create(alg, status="next", activated_at=now + dt.timedelta(seconds=delay))
+
+    def settle(self) -> None:
+        """Record in the database the switches that time has made: a ``next`` key whose time has come becomes
+        ``active`` and the key it replaces ``published``. Signing never waits for this (it follows the clock);
+        it keeps ``idp keys list`` truthful."""
+        now = clock.now()
+        due = db.session.scalars(
+            select(SigningKey).where(SigningKey.status == "next", SigningKey.activated_at <= now)
+        ).all()
+        for row in due:
+            previous = self._active_row(row.alg)
+            if previous is not None:
+                previous.status = "published"
+                previous.deactivated_at = row.activated_at
+            row.status = "active"
+        if due:
+            db.session.commit()
+            self.invalidate()
 
     def retire(self, kid: str) -> SigningKey:
+        self.settle()
         row = db.session.get(SigningKey, kid)
         if row is None:
             raise KeyManagementError(f"no key with kid {kid!r}; see `idp keys list`")
-        if row.status == "active":
-            raise KeyManagementError(f"key {kid} is active; rotate first (`idp keys rotate --alg {row.alg}`)")
+        if row.status in ("active", "next"):
+            raise KeyManagementError(
+                f"key {kid} is {row.status}; rotate first (`idp keys rotate --alg {row.alg}`) and retire it once "
+                "the new key signs"
+            )
         if row.status == "retired":
             raise KeyManagementError(f"key {kid} is already retired")
         row.status = "retired"
@@ -93,12 +140,16 @@ class KeyRing:
         return row
 
     def rows(self) -> list[SigningKey]:
+        self.settle()
         return list(db.session.scalars(select(SigningKey).order_by(SigningKey.created_at, SigningKey.kid)))
 
     def _active_row(self, alg: str) -> SigningKey | None:
         return db.session.scalar(select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "active"))
 
-    def _create(self, alg: str, status: str) -> SigningKey:
+    def _next_row(self, alg: str) -> SigningKey | None:
+        return db.session.scalar(select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "next"))
+
+    def _create(self, alg: str, status: str, activated_at: dt.datetime) -> SigningKey:
         key = _new_private_key(alg)
         kid = key.thumbprint()
         self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -106,8 +157,7 @@ class KeyRing:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(key.as_pem(private=True))
-        now = clock.now()
-        row = SigningKey(kid=kid, alg=alg, status=status, created_at=now, activated_at=now)
+        row = SigningKey(kid=kid, alg=alg, status=status, created_at=clock.now(), activated_at=activated_at)
         db.session.add(row)
         try:
             db.session.commit()
@@ -134,11 +184,23 @@ class KeyRing:
             if time.monotonic() - self._loaded_at < self.reload_interval:
                 return
             rows = db.session.scalars(
-                select(SigningKey).where(SigningKey.status.in_(("active", "published"))).order_by(SigningKey.created_at)
+                select(SigningKey)
+                .where(SigningKey.status.in_(("active", "next", "published")))
+                .order_by(SigningKey.created_at)
             ).all()
-            loaded = [self._load(row) for row in rows]
-            # Active keys first: a relying party that picks the first key of the right type picks a live one.
-            loaded.sort(key=lambda k: k.status != "active")
+            loaded = []
+            for row in rows:
+                try:
+                    loaded.append(self._load(row))
+                except KeyManagementError:
+                    if row.status == "active":
+                        raise
+                    # A rotated key whose file has not reached this instance yet (or was removed): the others
+                    # still serve and sign; this one keeps signing with the current key.
+                    log.warning("signing key %s (%s) has no private key file here; not published", row.kid, row.status)
+            # Signing keys first, newest first: a relying party that picks the first key of the right type picks
+            # a live one.
+            loaded.sort(key=lambda k: (k.signs_from is None, -(k.signs_from or 0)))
             self._keys = loaded
             public = []
             for item in loaded:
@@ -156,14 +218,23 @@ class KeyRing:
         except FileNotFoundError:
             raise KeyManagementError(f"private key file {path} of key {row.kid} is missing") from None
         key = import_key(pem, ALGORITHMS[row.alg])
-        return LoadedKey(kid=row.kid, alg=row.alg, status=row.status, key=key)
+        signs_from = None
+        if row.status in ("active", "next"):
+            signs_from = int((row.activated_at or row.created_at).timestamp())
+        return LoadedKey(kid=row.kid, alg=row.alg, status=row.status, key=key, signs_from=signs_from)
 
     def signing_key(self, alg: str) -> LoadedKey:
+        """The key that signs now: of the active and next keys, the latest whose time has come."""
         self._ensure_loaded()
+        now = clock.timestamp()
+        best: LoadedKey | None = None
         for item in self._keys:
-            if item.alg == alg and item.status == "active":
-                return item
-        raise NoSigningKey(f"no active {alg} signing key; run `idp keys generate`")
+            due = item.alg == alg and item.signs_from is not None and item.signs_from <= now
+            if due and (best is None or item.signs_from > best.signs_from):  # type: ignore[operator]
+                best = item
+        if best is None:
+            raise NoSigningKey(f"no active {alg} signing key; run `idp keys generate`")
+        return best
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK set: active and published keys."""

@@ -22,6 +22,7 @@ from limits import parse
 
 from . import clock
 from .extensions import limiter
+from .ops.metrics import CODE_CHECKS, CODES_SENT, RATE_LIMITED
 from .provider import Provider, current_provider
 from .security import keyed_hash, sha256_hex
 
@@ -86,8 +87,10 @@ def issue_code(purpose: str, target: str, ip: str | None) -> tuple[str, SentCode
     # A refusal must not cost anything: check the resend wait, then the hourly caps, before charging either.
     sent = provider.store.get(sent_key)
     if sent is not None:
+        RATE_LIMITED.labels(limit="otp_resend_interval").inc()
         raise too_soon(sent)
     if not _under_hourly_limits(provider, target, ip):
+        RATE_LIMITED.labels(limit="otp_hourly").inc()
         raise CodeNotSent("hourly_limit")
     if not provider.store.add(sent_key, {"at": now}, settings.resend_interval):
         raise too_soon(provider.store.get(sent_key))  # another request sent one just now
@@ -113,13 +116,18 @@ def check_code(purpose: str, target: str, code: str) -> bool:
     code_key, tries_key, _ = _keys(purpose, target)
     record = provider.store.get(code_key)
     if record is None or not isinstance(code, str):
+        CODE_CHECKS.labels(purpose=purpose, result="no_code").inc()
         return False
     if provider.store.incr(tries_key, settings.ttl + 5) > settings.max_tries:
         provider.store.delete(code_key)
+        CODE_CHECKS.labels(purpose=purpose, result="too_many_tries").inc()
         return False
     if record["expires_at"] <= clock.timestamp():
+        CODE_CHECKS.labels(purpose=purpose, result="expired").inc()
         return False
-    return hmac.compare_digest(_digest(purpose, target, code.strip()), record["hmac"])
+    right = hmac.compare_digest(_digest(purpose, target, code.strip()), record["hmac"])
+    CODE_CHECKS.labels(purpose=purpose, result="right" if right else "wrong").inc()
+    return right
 
 
 def consume_code(purpose: str, target: str, code: str) -> bool:
@@ -148,5 +156,6 @@ def send_sms_code(purpose: str, mobile: str, ip: str | None, text_for: Callable[
         withdraw_code(purpose, mobile)
         log.warning("could not send a %s code: %s", purpose, error)
         raise CodeNotSent("unavailable") from None
+    CODES_SENT.labels(channel="sms", purpose=purpose).inc()
     current_app.logger.debug("sent a %s code", purpose)
     return sent

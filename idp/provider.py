@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from flask import current_app
 
@@ -14,7 +16,7 @@ from .sms import SmsSender
 from .store.kv import KeyValueStore
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Provider:
     config: Config
     store: KeyValueStore
@@ -26,6 +28,13 @@ class Provider:
     @property
     def issuer(self) -> str:
         return self.config.server.issuer
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document; it depends only on the configuration, so it is built once."""
+        from .oidc.endpoints.discovery import provider_metadata
+
+        return provider_metadata(self)
 
     def url(self, path: str) -> str:
         """An absolute URL under the issuer (endpoints are advertised this way in discovery)."""

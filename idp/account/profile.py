@@ -9,6 +9,7 @@ from flask_babel import gettext
 from .. import clock
 from ..auth.flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember
 from ..mail import MailUnavailable
+from ..ops.metrics import CODES_SENT
 from ..otp import CodeNotSent, consume_code, issue_code, withdraw_code
 from ..provider import current_provider
 from ..registry import RegistryUnavailable
@@ -80,6 +81,7 @@ def email() -> Response | str:
             except MailUnavailable:
                 withdraw_code("verify_email", address)
                 raise CodeNotSent("unavailable") from None
+            CODES_SENT.labels(channel="email", purpose="verify_email").inc()
             remember(EMAIL_FLOW, email=address)
             return redirect(url_for("account.email_verify"), 303)
         except CodeNotSent as error:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import clock
+from ..ops.metrics import RATE_LIMITED
 from ..provider import current_provider
 from ..security import sha256_hex
 
@@ -61,15 +62,18 @@ def begin_attempt(national_code: str, ip: str | None, captcha_solved: bool) -> V
             f"login-ip-gate:{ip}", ip_failures - settings.ip_delay_after_failures + 1, settings.max_delay
         )
         if wait:
+            RATE_LIMITED.labels(limit="login_account_delay").inc()
             return Verdict(allowed=False, wait_seconds=wait)
     number = store.incr(f"login-attempts:{account}", settings.failure_window)
     over_captcha = number > settings.captcha_after_failures or ip_failures >= settings.ip_captcha_after_failures
     if over_captcha and not captcha_solved:
+        RATE_LIMITED.labels(limit="login_captcha").inc()
         return Verdict(allowed=False, captcha_required=True)
     # The attempt that reaches the threshold closes the gate behind it, so the next one already waits.
     if number >= settings.delay_after_failures:
         wait = _claim_gate(f"login-gate:{account}", number - settings.delay_after_failures + 1, settings.max_delay)
         if wait:
+            RATE_LIMITED.labels(limit="login_ip_delay").inc()
             return Verdict(allowed=False, wait_seconds=wait, captcha_required=over_captcha)
     return Verdict(allowed=True, captcha_required=over_captcha)
 

@@ -33,6 +33,7 @@ def _row(row: SigningKey) -> dict[str, str | None]:
         "alg": row.alg,
         "status": row.status,
         "created_at": row.created_at.isoformat(),
+        "signs_from": row.activated_at.isoformat() if row.activated_at and row.status in ("active", "next") else None,
         "retired_at": row.retired_at.isoformat() if row.retired_at else None,
     }
 
@@ -64,29 +65,53 @@ def generate(algs: tuple[str, ...], as_json: bool) -> None:
         emit(made, True, "")
 
 
-@keys.command(name="list", help="List keys with their status (active signs; published only verifies).")
+@keys.command(
+    name="list",
+    help="List keys with their status (active signs; next is published and signs from its time; published only "
+    "verifies).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
 def list_keys(as_json: bool) -> None:
     rows = [_row(r) for r in current_provider().keys.rows()]
-    lines = [f"{r['kid']}  {r['alg']:5}  {r['status']:9}  {r['created_at']}" for r in rows]
+    lines = [
+        f"{r['kid']}  {r['alg']:5}  {r['status']:9}  {r['created_at']}"
+        + (f"  signs from {r['signs_from']}" if r["status"] == "next" else "")
+        for r in rows
+    ]
     emit(rows, as_json, "\n".join(lines) if lines else "no keys; run `idp keys generate`")
 
 
-@keys.command(help="Make a new active key; the old one stays in the JWKS until retired.")
+@keys.command(
+    help="Make a new key: published in the JWKS now, signing after keys.publish_before_use seconds; the old one "
+    "stays in the JWKS until retired."
+)
 @ALG_OPTION
+@click.option(
+    "--now",
+    "at_once",
+    is_flag=True,
+    help="Sign with the new key at once (the old key leaked): relying parties meet an unknown kid and refetch.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_appcontext
-def rotate(algs: tuple[str, ...], as_json: bool) -> None:
+def rotate(algs: tuple[str, ...], at_once: bool, as_json: bool) -> None:
     ring = current_provider().keys
     made = []
     for alg in _default_algs(algs):
-        row = ring.rotate(alg)
-        audit.record("key.rotated", kid=row.kid, alg=alg)
+        row = ring.rotate(alg, at_once=at_once)
+        audit.record("key.rotated", kid=row.kid, alg=alg, at_once=at_once)
         commit()
         made.append(_row(row))
-        if not as_json:
+        if as_json:
+            continue
+        if row.status == "active":
             click.echo(f"{alg}: new active key {row.kid}; the previous one is still published for verification")
+        else:
+            click.echo(
+                f"{alg}: new key {row.kid} is published now and signs from {row.activated_at.isoformat()}; "
+                "the current key signs until then"
+            )
     if as_json:
         emit(made, True, "")
 

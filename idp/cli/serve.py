@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import click
@@ -22,12 +25,45 @@ class ProviderApplication(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket_disable exists from gunicorn 24 on
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         from .. import create_app
 
         return create_app()
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    from ..ops import logs
+
+    settings = server.app.observability
+    logs.configure(settings.log_format, settings.log_level)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    # A dead worker's gauges must not be added up any more (counters and histograms are kept).
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _metrics_across_workers() -> str:
+    """Switch prometheus_client to multiprocess mode before any worker exists: every metric is labelled, so its
+    values are made at first use, in the worker, and then live in files that a scrape of any worker adds up."""
+    from prometheus_client import values
+
+    folder = tempfile.mkdtemp(prefix="hoviyat-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    values.ValueClass = values.MultiProcessValue()
+    return folder
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def ensure_signing_keys() -> list[str]:
@@ -44,10 +80,25 @@ def ensure_signing_keys() -> list[str]:
 @click.command(help="Run the provider with gunicorn.")
 @click.option("--host", help="Address to listen on (default: server.host).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: server.port).")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Worker processes (default: the number of cores this process may run on; 1 with the in-process store).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Threads per worker: while one waits for PostgreSQL, Redis or an SMS gateway, another serves.",
+)
 @with_appcontext
-def serve(host: str | None, port: int | None, workers: int) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
     provider = current_provider()
+    if workers is None:
+        workers = default_workers() if provider.store.shared_between_processes else 1
+        if not provider.store.shared_between_processes and default_workers() > 1:
+            click.echo("one worker: the in-process store is not shared between processes (set redis.url for more)")
     if workers > 1 and not provider.store.shared_between_processes:
         raise click.ClickException(
             "the in-process store keeps codes and sessions inside one process, so several workers would not "
@@ -58,5 +109,36 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     for kid in ensure_signing_keys():
         click.echo(f"generated signing key {kid}")
     bind = f"{host or provider.config.server.host}:{port or provider.config.server.port}"
-    click.echo(f"Hoviyat at {provider.issuer} (listening on {bind}, {workers} worker(s))")
-    ProviderApplication({"bind": bind, "workers": workers, "accesslog": "-", "errorlog": "-"}).run()
+    click.echo(f"Hoviyat at {provider.issuer} (listening on {bind}, {workers} worker(s) of {threads} thread(s))")
+    metrics_folder = _metrics_across_workers()
+    settings = provider.config.observability
+    application = ProviderApplication(
+        {
+            "bind": bind,
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": threads,
+            # Our own access line (JSON, request id, no query string) replaces gunicorn's.
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": settings.log_level.lower(),
+            # X-Forwarded-* are applied by idp.ops.proxy, from server.trusted_proxies only.
+            "forwarded_allow_ips": "127.0.0.1",
+            "secure_scheme_headers": {},
+            "keepalive": 5,
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "post_fork": _post_fork,
+            "child_exit": _child_exit,
+            # gunicorn's control socket lives in one place per user; several instances on a machine would collide.
+            "control_socket_disable": True,
+        }
+    )
+    application.observability = settings
+    from ..ops import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        application.run()
+    finally:
+        shutil.rmtree(metrics_folder, ignore_errors=True)

@@ -21,7 +21,6 @@ from ..web.login_state import current_session
 from . import paths
 from .claims import extra_claims_allowed, parse_claims_request
 from .endpoints import authorize as authorization
-from .endpoints.discovery import provider_metadata
 from .server import authorization_server
 
 bp = Blueprint("oidc", __name__)
@@ -30,24 +29,36 @@ bp = Blueprint("oidc", __name__)
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
-def _json(document: dict, max_age: int) -> Response:
-    body = json.dumps(document, separators=(",", ":"), sort_keys=True)
-    response = Response(body, mimetype="application/json", headers=CORS_HEADERS)
+#: Serialised documents by the identity of the dict they came from: discovery is built once per app and the JWKS
+#: once per key reload, so most requests only copy bytes. Two entries at most live at a time per document kind.
+_serialised: dict[str, tuple[int, bytes, str]] = {}
+
+
+def _json(kind: str, document: dict, max_age: int) -> Response:
+    cached = _serialised.get(kind)
+    if cached is None or cached[0] != id(document):
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        cached = (id(document), body, hashlib.sha256(body).hexdigest()[:32])
+        _serialised[kind] = cached
+    response = Response(cached[1], mimetype="application/json", headers=CORS_HEADERS)
     response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    response.set_etag(hashlib.sha256(body.encode()).hexdigest()[:32])
+    response.set_etag(cached[2])
     return response.make_conditional(request)
 
 
 @bp.get(paths.DISCOVERY)
 @bp.get(paths.OAUTH_METADATA)
 def discovery() -> Response:
-    return _json(provider_metadata(current_provider()), max_age=3600)
+    provider = current_provider()
+    return _json(f"discovery:{id(provider)}", provider.metadata, max_age=3600)
 
 
 @bp.get(paths.JWKS)
 def jwks() -> Response:
-    # Short enough that relying parties pick up a rotation soon; they also refetch on an unknown kid.
-    return _json(current_provider().keys.jwks(), max_age=300)
+    # No longer than a new key waits before it signs (keys.publish_before_use), so a cached copy always holds
+    # every key in use; relying parties also refetch on an unknown kid.
+    provider = current_provider()
+    return _json(f"jwks:{id(provider)}", provider.keys.jwks(), max_age=provider.config.keys.jwks_max_age)
 
 
 @bp.route(paths.AUTHORIZE, methods=["GET", "POST"])

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from .. import clock
 from ..extensions import db
+from ..ops.metrics import count_audit_event
 from .models import AuditEvent
 
 log = logging.getLogger("idp.audit")
@@ -25,6 +26,7 @@ def record(event: str, *, user_id: str | None = None, client_id: str | None = No
         AuditEvent(at=clock.now(), event=event, user_id=user_id, client_id=client_id, ip_address=ip, detail=detail)
     )
     log.info("%s user=%s client=%s %s", event, user_id, client_id, detail)
+    count_audit_event(event, detail)
 
 
 def recent_events(

@@ -124,28 +124,58 @@ class MemoryStore:
         return True
 
 
+#: INCR and, on the first increment, EXPIRE, in one step (Lua runs atomically on a plain server, a Sentinel-watched
+#: master and a Cluster alike, where MULTI/EXEC pipelines are not available).
+_INCR_WITH_TTL = """
+local value = redis.call('INCR', KEYS[1])
+if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return value
+"""
+
+
 class RedisStore:
-    """Redis-backed store; every key is prefixed so several deployments or test runs can share a server."""
+    """Redis-backed store; every key is prefixed so several deployments or test runs can share a server.
+
+    Works with a plain server, a master watched by Sentinels and a Cluster (see :mod:`.redis_url`). Each
+    operation is one round trip. A failure raises :class:`StoreUnavailable`; redis-py reconnects by itself, so
+    service resumes as soon as Redis is back.
+    """
 
     shared_between_processes = True
 
     def __init__(self, url: str, prefix: str) -> None:
+        from .redis_url import parse_redis_url
+
         self.url = url
+        self.target = parse_redis_url(url)
         self.prefix = prefix
         self.limiter_uri = url
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def _redis(self) -> Any:
+        # Made on first use: a Cluster client connects when it is built, and a Redis that is down must not stop
+        # the provider from starting (it answers 503 and /readyz says why until Redis is back).
+        if self._client is None:
+            from .redis_url import connect
+
+            with self._client_lock:
+                if self._client is None:
+                    self._client = connect(self.target)
+        return self._client
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self._redis, method)(*args, **kwargs)
         except redis.RedisError as error:
-            raise StoreUnavailable(f"Redis at {self.url} failed: {error.__class__.__name__}") from error
+            raise StoreUnavailable(f"Redis at {self.target.where} failed: {error.__class__.__name__}") from error
 
     def put(self, key: str, value: dict[str, Any], ttl: int) -> None:
-        self._call("set", self.prefix + key, json.dumps(value), ex=ttl)
+        self._call("set", self.prefix + key, json.dumps(value, separators=(",", ":")), ex=ttl)
 
     def add(self, key: str, value: dict[str, Any], ttl: int) -> bool:
-        return bool(self._call("set", self.prefix + key, json.dumps(value), ex=ttl, nx=True))
+        return bool(self._call("set", self.prefix + key, json.dumps(value, separators=(",", ":")), ex=ttl, nx=True))
 
     def get(self, key: str) -> dict[str, Any] | None:
         payload = self._call("get", self.prefix + key)
@@ -156,14 +186,7 @@ class RedisStore:
         return None if payload is None else json.loads(payload)
 
     def incr(self, key: str, ttl: int) -> int:
-        try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(self.prefix + key)
-                pipe.expire(self.prefix + key, ttl, nx=True)
-                value, _ = pipe.execute()
-        except redis.RedisError as error:
-            raise StoreUnavailable(f"Redis at {self.url} failed: {error.__class__.__name__}") from error
-        return int(value)
+        return int(self._call("eval", _INCR_WITH_TTL, 1, self.prefix + key, ttl))
 
     def delete(self, key: str) -> None:
         self._call("delete", self.prefix + key)
@@ -171,7 +194,7 @@ class RedisStore:
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
-        except redis.RedisError:
+        except (redis.RedisError, OSError):
             return False
 
     def delete_prefix(self) -> int:

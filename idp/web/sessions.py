@@ -15,9 +15,13 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from ..security import new_token, sha256_hex
-from ..store.kv import KeyValueStore
+from ..store.kv import KeyValueStore, StoreUnavailable
 
 KEY_PREFIX = "browser-session:"
+
+#: Machine-to-machine endpoints and probes: no browser session is read or written there, so they cost no store
+#: round trip and keep answering what they can when the store is down.
+STATELESS_PATHS = ("/token", "/userinfo", "/jwks.json", "/.well-known/", "/healthz", "/readyz", "/metrics")
 
 
 class ServerSession(CallbackDict[str, Any], SessionMixin):
@@ -30,6 +34,9 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.new = token is None
         self.modified = False
         self.old_token: str | None = None
+        #: Set when the store could not be read; the request then answers 503 (see ``raise_if_unavailable``).
+        self.unavailable: StoreUnavailable | None = None
+        self.stateless = False
 
 
 def regenerate() -> None:
@@ -49,14 +56,34 @@ class KeyValueSessionInterface(SessionInterface):
         self.anonymous_ttl = anonymous_ttl
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
+        if request.path.startswith(STATELESS_PATHS):
+            stateless = ServerSession()
+            stateless.stateless = True
+            return stateless
         token = request.cookies.get(self.cookie_name)
         if token and len(token) <= 128:
-            data = self.store.get(KEY_PREFIX + sha256_hex(token))
+            try:
+                data = self.store.get(KEY_PREFIX + sha256_hex(token))
+            except StoreUnavailable as error:
+                # Raised from a before_request hook instead, where the error pages can answer it.
+                failed = ServerSession(None, token)
+                failed.unavailable = error
+                return failed
             if data is not None:
                 return ServerSession(data, token)
         return ServerSession()
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:  # type: ignore[override]
+        if session.stateless or session.unavailable is not None:
+            return
+        try:
+            self._save(app, session, response)
+        except StoreUnavailable as error:
+            # Not saved: this answer is replaced by a 503, whose own save must not fail again.
+            session.unavailable = error
+            raise
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         if session.old_token is not None:
             self.store.delete(KEY_PREFIX + sha256_hex(session.old_token))
         if not session:
@@ -79,3 +106,10 @@ class KeyValueSessionInterface(SessionInterface):
             samesite="Lax",
             path="/",
         )
+
+
+def raise_if_unavailable() -> None:
+    """before_request: a session that could not be read makes the request a 503 (the store is down)."""
+    current = session
+    if isinstance(current, ServerSession) and current.unavailable is not None:
+        raise current.unavailable

@@ -1,0 +1,115 @@
+"""Logs: one JSON object per line (or plain text), each with the request id of the request it belongs to.
+
+Every request gets an id: the ``X-Request-Id`` a trusted proxy sent, or a new one; it is echoed in the
+response so a user's report, the proxy's log and ours can be matched. The access line carries the path but
+never the query string (authorization requests carry ``state``, ``login_hint`` and ID tokens as hints), and
+a last filter blanks anything that looks like a credential, in case a message ever carries one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+access_log = logging.getLogger("idp.access")
+
+#: ``name=value`` pairs and bearer credentials that must never reach a log, whatever a message says.
+_SECRET_PATTERNS = [
+    re.compile(
+        r"(?i)\b(password|passwd|new_password|code|otp|client_secret|secret|access_token|refresh_token|id_token|"
+        r"token|id_token_hint|logout_token|code_verifier|client_assertion)=([^&\s\"',]+)"
+    ),
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT
+]
+
+
+def redact(text: str) -> str:
+    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}=[redacted]", text)
+    text = _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)} [redacted]", text)
+    return _SECRET_PATTERNS[2].sub("[redacted-jwt]", text)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = g.get("request_id") if has_request_context() else None
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    FIELDS = ("method", "path", "status", "duration_ms", "remote_addr", "endpoint")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "request_id": getattr(record, "request_id", None),
+        }
+        for name in self.FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        self.converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure(log_format: str, level: str) -> None:
+    """Send every log record to standard error in ``log_format`` (used by ``idp serve``; tests keep pytest's)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Our access line replaces werkzeug's, which logs query strings.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def install(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        offered = request.headers.get("X-Request-Id", "")
+        trusted = request.environ.get("idp.trusted_proxy", False)
+        g.request_id = offered if trusted and REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+    @app.after_request
+    def log_access(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-Id"] = request_id
+        started = g.get("request_started")
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                    "remote_addr": request.remote_addr,
+                    "endpoint": request.url_rule.rule if request.url_rule is not None else None,
+                },
+            )
+        return response
