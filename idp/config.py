@@ -44,6 +44,8 @@ class ServerConfig:
     port: int = 5000
     # Reverse proxies whose X-Forwarded-For/-Proto/-Host are believed: comma-separated addresses or networks.
     trusted_proxies: str = ""
+    # Seconds a process keeps a client it read; `idp clients` changes reach other processes within this.
+    client_cache_seconds: int = 5
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,8 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
 def validate(config: Config) -> None:
     """Reject values the provider cannot run with; each error names its key."""
     _check_issuer(config.server.issuer)
+    if not 0 <= config.server.client_cache_seconds <= 300:
+        raise ConfigError("server.client_cache_seconds", "must be between 0 and 300")
     if not 1 <= config.server.port <= 65535:
         raise ConfigError("server.port", f"must be between 1 and 65535, got {config.server.port}")
     if config.database.url:

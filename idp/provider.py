@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -24,6 +24,8 @@ class Provider:
     registry: IdentityRegistry
     sms: SmsSender
     mail: MailSender
+    #: Clients read recently, by client_id: (monotonic expiry, column values). See store.clients.get_client.
+    client_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def issuer(self) -> str:

@@ -20,6 +20,7 @@ from ..store.clients import (
     Registration,
     create_client,
     delete_client,
+    forget_cached_clients,
     get_client,
     list_clients,
     registration_of,
@@ -157,6 +158,7 @@ def create(as_json: bool, **options: Any) -> None:
         raise _fail(error) from None
     audit.record("client.created", client_id=client.client_id, name=client.name)
     commit()
+    forget_cached_clients()
     data = _client_dict(client, secret, include_secret=True)
     text = _text(data)
     if secret:
@@ -174,7 +176,7 @@ def list_(as_json: bool) -> None:
 
 
 def _get(client_id: str) -> Client:
-    client = get_client(client_id)
+    client = get_client(client_id, fresh=True)
     if client is None:
         raise click.ClickException(f"no client with id {client_id}")
     return client
@@ -206,6 +208,7 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
         raise _fail(error) from None
     audit.record("client.updated", client_id=client.client_id, fields=sorted(changes))
     commit()
+    forget_cached_clients()
     data = _client_dict(client, secret, include_secret=secret is not None)
     emit(data, as_json, _text(data))
 
@@ -222,6 +225,7 @@ def rotate_secret_(client_id: str, as_json: bool) -> None:
         raise _fail(error) from None
     audit.record("client.secret_rotated", client_id=client.client_id)
     commit()
+    forget_cached_clients()
     emit(
         {"client_id": client.client_id, "client_secret": secret},
         as_json,
@@ -241,4 +245,5 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
     delete_client(client)
     audit.record("client.deleted", client_id=client_id)
     commit()
+    forget_cached_clients()
     emit({"client_id": client_id, "deleted": True}, as_json, f"deleted {client_id}")

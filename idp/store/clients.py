@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import select
+from sqlalchemy.orm import make_transient_to_detached
 
 from .. import clock
 from ..config import SIGNING_ALGORITHMS, is_loopback_host
@@ -226,13 +228,49 @@ def rotate_secret(client: Client) -> str:
     return secret
 
 
-def get_client(client_id: str) -> Client | None:
+def get_client(client_id: str, fresh: bool = False) -> Client | None:
+    """The registered client, or None.
+
+    Relying parties call the token, introspection and userinfo endpoints far more often than clients change, so
+    a client read from the database is kept in this process for ``server.client_cache_seconds`` and put back
+    into the request's session without a query. A change made with ``idp clients`` reaches other processes
+    within that time (at once in the process that made it); ``fresh`` reads the database (admin commands).
+    """
     # Ids are printable ASCII; anything else (a NUL byte, which PostgreSQL refuses) names no client.
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
         return None
     if not (client_id.isascii() and client_id.isprintable()):
         return None
-    return db.session.get(Client, client_id)
+    from ..provider import current_provider
+
+    provider = current_provider()
+    ttl = provider.config.server.client_cache_seconds
+    if fresh or ttl == 0:
+        return db.session.get(Client, client_id)
+    cache = provider.client_cache
+    cached = cache.get(client_id)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        in_session = db.session.identity_map.get(db.session.identity_key(Client, client_id))
+        if in_session is not None:
+            return in_session  # type: ignore[return-value]
+        copy = Client(**cached[1])
+        make_transient_to_detached(copy)
+        return db.session.merge(copy, load=False)
+    client = db.session.get(Client, client_id)
+    if client is not None:
+        columns = {column.key: getattr(client, column.key) for column in Client.__table__.columns}
+        if len(cache) > 10_000:  # a bound, whatever happens; clients number in the hundreds
+            cache.clear()
+        cache[client_id] = (now + ttl, columns)
+    return client
+
+
+def forget_cached_clients() -> None:
+    """Drop this process's cached clients (after ``idp clients`` changed one)."""
+    from ..provider import current_provider
+
+    current_provider().client_cache.clear()
 
 
 def list_clients() -> list[Client]:
