@@ -73,6 +73,11 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     from .store.schema import render_migration_item
 
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, render_item=render_migration_item)
+    from .web.sessions import raise_if_unavailable
+
+    # First of the before_request hooks: a browser session that could not be read (Redis down) answers 503
+    # before the CSRF check, which would otherwise call every form expired.
+    app.before_request(raise_if_unavailable)
     csrf.init_app(app)
     limiter.init_app(app)
 
@@ -83,7 +88,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     i18n.install(app)
 
     from .web import headers
-    from .web.sessions import KeyValueSessionInterface, raise_if_unavailable
+    from .web.sessions import KeyValueSessionInterface
 
     app.session_interface = KeyValueSessionInterface(
         store,
@@ -92,7 +97,6 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         anonymous_ttl=config.tokens.login_transaction_ttl,
     )
     headers.install(app, https=config.uses_https)
-    app.before_request(raise_if_unavailable)
 
     from .oidc.server import build_authorization_server
 

@@ -496,6 +496,15 @@ def with_generated_secrets(config: Config) -> Config:
     return dataclasses.replace(config, server=dataclasses.replace(server, **changes))
 
 
+def generated_secrets(config: Config) -> bool:
+    """True when the secret key or pairwise salt in use came from files in ``var/``, not the configuration."""
+    server = config.server
+    return any(
+        (config.var_path / key).exists() and (config.var_path / key).read_text().strip() == getattr(server, key)
+        for key in ("secret_key", "pairwise_salt")
+    )
+
+
 def _read_or_create_secret(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()

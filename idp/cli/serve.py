@@ -11,7 +11,9 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..config import generated_secrets
 from ..provider import current_provider
 from ..store.schema import schema_is_current
 
@@ -104,8 +106,22 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
             "the in-process store keeps codes and sessions inside one process, so several workers would not "
             "see each other's; set redis.url (or IDP_REDIS_URL) to serve with more than one worker"
         )
-    if not schema_is_current():
+    try:
+        current = schema_is_current()
+    except (OperationalError, InterfaceError) as error:
+        raise click.ClickException(
+            f"the database cannot be reached ({error.__class__.__name__}); check database.url and that it is up"
+        ) from None
+    if not current:
         raise click.ClickException("the database schema is not up to date; run `idp db upgrade` first")
+    if provider.store.shared_between_processes and not provider.store.ping():
+        click.echo("warning: Redis does not answer yet; requests get 503 until it does (see /readyz)", err=True)
+    if provider.store.shared_between_processes and generated_secrets(provider.config):
+        click.echo(
+            "warning: server.secret_key or server.pairwise_salt was generated into this machine's var_dir; "
+            "several instances must share both, so set them explicitly (config.production.example.toml)",
+            err=True,
+        )
     for kid in ensure_signing_keys():
         click.echo(f"generated signing key {kid}")
     bind = f"{host or provider.config.server.host}:{port or provider.config.server.port}"

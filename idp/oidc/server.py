@@ -23,7 +23,7 @@ from .endpoints.end_session import EndSessionEndpoint
 from .endpoints.introspection import IntrospectionEndpoint
 from .endpoints.revocation import RevocationEndpoint
 from .endpoints.userinfo import UserInfoEndpoint, build_resource_protector
-from .grants.authorization_code import AuthorizationCodeGrant
+from .grants.authorization_code import AuthorizationCodeGrant, code_exchange_committed
 from .grants.client_credentials import ClientCredentialsGrant
 from .grants.refresh_token import RefreshTokenGrant
 from .id_token import OpenIDCode, OpenIDRefresh
@@ -93,6 +93,7 @@ class AuthorizationServer(_AuthorizationServer):
             scope=token.get("scope", ""),
         )
         commit_store()
+        code_exchange_committed()
 
 
 def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None) -> Response:

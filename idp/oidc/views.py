@@ -116,7 +116,15 @@ def consent() -> Response:
 @csrf.exempt
 @limiter.limit(lambda: current_provider().config.limits.token_per_ip)
 def token() -> Response:
-    response = authorization_server().create_token_response()
+    try:
+        response = authorization_server().create_token_response()
+    except Exception as error:
+        # PostgreSQL failed after the code was taken from Redis: put it back, so the retry our 503 invites
+        # can still succeed (nothing was committed, so the code was never used).
+        from .grants.authorization_code import restore_consumed_code
+
+        restore_consumed_code(error)
+        raise
     response.headers.update(CORS_HEADERS)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

@@ -19,6 +19,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oidc.core import AuthorizationCodeMixin
+from flask import g
 
 from ... import clock
 from ...provider import current_provider
@@ -124,6 +125,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if record is None:  # a concurrent request consumed it first: this one is a replay
             self._revoke_if_replayed(code_hash, client)
             return None
+        g.consumed_code = (CODE_KEY + code_hash, record)
         if record["expires_at"] <= clock.timestamp():
             return None
         return AuthorizationCode(code_hash=code_hash, **record)
@@ -174,3 +176,26 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             grant=grant,
             include_refresh_token=include_refresh_token,
         )
+
+
+def code_exchange_committed() -> None:
+    """The grant made from the consumed code is committed: the code must never come back."""
+    g.pop("consumed_code", None)
+
+
+def restore_consumed_code(error: BaseException) -> None:
+    """After a failure of the database (not of the request's content) before the grant was committed, put the
+    consumed code back for the rest of its life, so the client's retry works instead of meeting invalid_grant."""
+    from ... import unavailable_service
+
+    consumed = g.pop("consumed_code", None)
+    if consumed is None or unavailable_service(error) != "database":
+        return
+    key, record = consumed
+    remaining = int(record["expires_at"]) - clock.timestamp()
+    if remaining <= 0:
+        return
+    try:
+        current_provider().store.add(key, record, remaining + 5)
+    except Exception:  # Redis down as well: the code is lost, the user signs in again
+        log.warning("could not put back an authorization code after a database failure")
