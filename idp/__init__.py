@@ -54,6 +54,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         BABEL_DEFAULT_LOCALE=config.ui.default_locale,
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
         RATELIMIT_STORAGE_URI=store.limiter_uri,
+        RATELIMIT_STORAGE_OPTIONS=store.limiter_options,
         RATELIMIT_HEADERS_ENABLED=True,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
@@ -79,6 +80,9 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     # before the CSRF check, which would otherwise call every form expired.
     app.before_request(raise_if_unavailable)
     csrf.init_app(app)
+    # Flask-Limiter adds each app's storage options to those of the apps before it; start from none, so a
+    # Sentinel database number of one app never reaches another's (a Cluster refuses any).
+    limiter._storage_options = {}
     limiter.init_app(app)
 
     from . import i18n
@@ -160,6 +164,16 @@ def _wants_json() -> bool:
 
 
 def _install_error_pages(app: Flask) -> None:
+    log_exception = app.log_exception
+
+    def log_outage_briefly(exc_info: Any) -> None:
+        # An outage met while saving the session reaches Flask's last-resort handler, which logs a traceback
+        # per request; one line says all there is to say (the 503 handler below logs it).
+        if unavailable_service(exc_info[1]) is None:
+            log_exception(exc_info)
+
+    app.log_exception = log_outage_briefly  # type: ignore[method-assign]
+
     @app.errorhandler(CSRFError)
     def csrf_failed(error: CSRFError) -> tuple[str, int]:
         message = gettext("This form has expired or was sent from another page. Go back, reload and try again.")

@@ -80,7 +80,7 @@ class KeyRing:
         self.settle()
         if self._active_row(alg) is not None or self._next_row(alg) is not None:
             return None
-        return self._create(alg, status="active", activated_at=clock.now())
+        return self._create(alg, status="active")
 
     def rotate(self, alg: str, at_once: bool = False) -> SigningKey:
         """A new key for ``alg``, published now and signing after ``publish_before_use`` seconds (or at once,
@@ -99,8 +99,8 @@ class KeyRing:
             if previous is not None:
                 previous.status = "published"
                 previous.deactivated_at = now
-            return self._create(alg, status="active", activated_at=now)
-        return self._create(alg, status="next", activated_at=now + dt.timedelta(seconds=delay))
+            return self._create(alg, status="active")
+        return self._create(alg, status="next", delay=delay)
 
     def settle(self) -> None:
         """Record in the database the switches that time has made: a ``next`` key whose time has come becomes
@@ -149,7 +149,9 @@ class KeyRing:
     def _next_row(self, alg: str) -> SigningKey | None:
         return db.session.scalar(select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "next"))
 
-    def _create(self, alg: str, status: str, activated_at: dt.datetime) -> SigningKey:
+    def _create(self, alg: str, status: str, delay: int = 0) -> SigningKey:
+        """A new key; with ``delay``, it signs that many seconds after it can first be published (the clock is
+        read once the key exists and rounded up, so the wait is never shorter than asked)."""
         key = _new_private_key(alg)
         kid = key.thumbprint()
         self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -157,7 +159,9 @@ class KeyRing:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(key.as_pem(private=True))
-        row = SigningKey(kid=kid, alg=alg, status=status, created_at=clock.now(), activated_at=activated_at)
+        created_at = clock.now()
+        activated_at = created_at + dt.timedelta(seconds=delay + 1) if delay else created_at
+        row = SigningKey(kid=kid, alg=alg, status=status, created_at=created_at, activated_at=activated_at)
         db.session.add(row)
         try:
             db.session.commit()
@@ -198,9 +202,15 @@ class KeyRing:
                     # A rotated key whose file has not reached this instance yet (or was removed): the others
                     # still serve and sign; this one keeps signing with the current key.
                     log.warning("signing key %s (%s) has no private key file here; not published", row.kid, row.status)
-            # Signing keys first, newest first: a relying party that picks the first key of the right type picks
-            # a live one.
-            loaded.sort(key=lambda k: (k.signs_from is None, -(k.signs_from or 0)))
+            # The keys that sign now first, then those waiting to sign, then the rotated-out ones: a relying party
+            # that takes the first key of the right type takes the live one.
+            now = clock.timestamp()
+            signing = set()
+            for alg in ALGORITHMS:
+                due = [k for k in loaded if k.alg == alg and k.signs_from is not None and k.signs_from <= now]
+                if due:
+                    signing.add(max(due, key=lambda k: k.signs_from or 0).kid)
+            loaded.sort(key=lambda k: 0 if k.kid in signing else 1 if k.signs_from is not None else 2)
             self._keys = loaded
             public = []
             for item in loaded:

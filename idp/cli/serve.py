@@ -154,7 +154,15 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
     from ..ops import logs
 
     logs.configure(settings.log_format, settings.log_level)
+    # Workers are forked inside run(), and one that exits unwinds through this function too: nothing below may
+    # act in a worker. They must not share the master's database connection either.
+    from ..extensions import db
+
+    db.session.remove()
+    db.engine.dispose()
+    master = os.getpid()
     try:
         application.run()
     finally:
-        shutil.rmtree(metrics_folder, ignore_errors=True)
+        if os.getpid() == master:
+            shutil.rmtree(metrics_folder, ignore_errors=True)

@@ -29,16 +29,16 @@ bp = Blueprint("oidc", __name__)
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
-#: Serialised documents by the identity of the dict they came from: discovery is built once per app and the JWKS
-#: once per key reload, so most requests only copy bytes. Two entries at most live at a time per document kind.
-_serialised: dict[str, tuple[int, bytes, str]] = {}
+#: Serialised documents with the dict they came from (kept, so its identity cannot pass to a newer dict):
+#: discovery is built once per app and the JWKS once per key reload, so most requests only copy bytes.
+_serialised: dict[str, tuple[dict, bytes, str]] = {}
 
 
 def _json(kind: str, document: dict, max_age: int) -> Response:
     cached = _serialised.get(kind)
-    if cached is None or cached[0] != id(document):
+    if cached is None or cached[0] is not document:
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-        cached = (id(document), body, hashlib.sha256(body).hexdigest()[:32])
+        cached = (document, body, hashlib.sha256(body).hexdigest()[:32])
         _serialised[kind] = cached
     response = Response(cached[1], mimetype="application/json", headers=CORS_HEADERS)
     response.headers["Cache-Control"] = f"public, max-age={max_age}"

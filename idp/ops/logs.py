@@ -28,12 +28,18 @@ _SECRET_PATTERNS = [
     ),
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT
+    # The same names as keys of a printed dict or JSON object (a library's debug line), quoted either way.
+    re.compile(
+        r"""(?i)(["'](?:password|new_password|code|otp|client_secret|access_token|refresh_token|id_token|"""
+        r"""token|id_token_hint|logout_token|code_verifier|client_assertion)["']\s*:\s*)(["'])(.*?)\2"""
+    ),
 ]
 
 
 def redact(text: str) -> str:
     text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}=[redacted]", text)
     text = _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = _SECRET_PATTERNS[3].sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]{m.group(2)}", text)
     return _SECRET_PATTERNS[2].sub("[redacted-jwt]", text)
 
 

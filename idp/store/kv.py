@@ -21,8 +21,9 @@ class StoreUnavailable(RuntimeError):
 
 
 class KeyValueStore(Protocol):
-    #: Flask-Limiter storage URI for the same store, so rate-limit counters live beside the records.
+    #: Flask-Limiter storage URI (and options) for the same store, so rate-limit counters live beside the records.
     limiter_uri: str
+    limiter_options: dict[str, Any]
     #: True when every worker process sees the same records.
     shared_between_processes: bool
 
@@ -52,6 +53,7 @@ class MemoryStore:
     """In-process store for one process; thread-safe. Records vanish when the process ends."""
 
     limiter_uri = "memory://"
+    limiter_options: dict[str, Any] = {}  # noqa: RUF012 (read only)
     shared_between_processes = False
 
     def __init__(self) -> None:
@@ -149,7 +151,8 @@ class RedisStore:
         self.url = url
         self.target = parse_redis_url(url)
         self.prefix = prefix
-        self.limiter_uri = url
+        self.limiter_uri = self.target.limiter_uri
+        self.limiter_options = self.target.limiter_options
         self._client: Any = None
         self._client_lock = threading.Lock()
 

@@ -35,6 +35,18 @@ class RedisTarget:
     tls: bool = False
 
     @property
+    def limiter_uri(self) -> str:
+        """The URL for Flask-Limiter's storage. Its Sentinel storage reads the whole path as the service name, so
+        the database number is taken off here and passed in :attr:`limiter_options`."""
+        if self.kind != "sentinel" or self.db == 0:
+            return self.url
+        return self.url.rstrip("/").rsplit("/", 1)[0]
+
+    @property
+    def limiter_options(self) -> dict[str, int]:
+        return {"db": self.db} if self.kind == "sentinel" and self.db else {}
+
+    @property
     def where(self) -> str:
         """Where the store is, for messages: hosts and ports, never the password."""
         if self.kind == "plain":
@@ -117,7 +129,8 @@ def connect(target: RedisTarget, socket_timeout: float = 2, connect_timeout: flo
         return redis.Redis.from_url(target.url, health_check_interval=15, **timeouts)
     auth = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=dict(timeouts), **timeouts)
+        # As Flask-Limiter's Sentinel storage does: the URL's credentials go to the Sentinels and the master.
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={**timeouts, **auth}, **timeouts)
         return sentinel.master_for(target.service_name, db=target.db, ssl=target.tls, **auth)
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes], ssl=target.tls, **auth, **timeouts
