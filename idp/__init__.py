@@ -55,7 +55,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
         RATELIMIT_STORAGE_URI=store.limiter_uri,
         RATELIMIT_STORAGE_OPTIONS=store.limiter_options,
-        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_HEADERS_ENABLED=False,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     if config.registry.backend == "file" and not config.registry.path:
@@ -124,7 +124,11 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     app.register_blueprint(metrics.bp)
     metrics.install(app)
     logs.install(app)
-    app.wsgi_app = TrustedProxies(app.wsgi_app, parse_networks("server.trusted_proxies", config.server.trusted_proxies))
+    from .oidc.documents import PublicDocuments
+
+    app.wsgi_app = TrustedProxies(
+        PublicDocuments(app.wsgi_app, app), parse_networks("server.trusted_proxies", config.server.trusted_proxies)
+    )
     _install_error_pages(app)
 
     from .cli import register_commands
@@ -190,11 +194,19 @@ def _install_error_pages(app: Flask) -> None:
             from .ops.metrics import RATE_LIMITED
 
             RATE_LIMITED.labels(limit=request.url_rule.rule if request.url_rule is not None else "unmatched").inc()
+        extra_headers = {}
+        if status == 429:
+            # Flask-Limiter's own headers are off (they cost Redis round trips on every request); a refusal still
+            # says how long to wait: the length of the limit's window.
+            limit = getattr(error, "limit", None)
+            window = limit.limit.get_expiry() if limit is not None else 60
+            extra_headers["Retry-After"] = str(window)
         if _wants_json():
             body = {"error": "temporarily_unavailable" if status == 429 else "invalid_request"}
             body["error_description"] = (error.description or "")[:200]
             response = jsonify(body)
             response.status_code = status
+            response.headers.update(extra_headers)
             return response
         messages = {
             404: gettext("This page does not exist."),
@@ -204,7 +216,7 @@ def _install_error_pages(app: Flask) -> None:
             500: gettext("Something went wrong on our side. Please try again."),
         }
         message = messages.get(status, gettext("The request could not be understood."))
-        return render_template("error.html", message=message), status
+        return render_template("error.html", message=message), status, extra_headers
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:

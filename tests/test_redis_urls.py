@@ -278,7 +278,6 @@ def login_and_rate_limit(app) -> None:  # type: ignore[no-untyped-def]
     code, verifier, _ = get_code(Browser(client, app.extensions["idp"].issuer), rp, user)
     exchanged = exchange_code(client, rp, code, verifier)
     assert exchanged.status_code == 200, exchanged.get_json()
-    assert exchanged.headers["X-RateLimit-Remaining"] == "1"
     again = exchange_code(client, rp, code, verifier)  # a used code: refused, and counted
     assert again.status_code == 400
     limited = exchange_code(client, rp, code, verifier)

@@ -36,8 +36,26 @@ class ProviderApplication(BaseApplication):
         return create_app()
 
 
+def return_large_buffers_to_the_system() -> None:
+    """Allocate big blocks (Argon2's 19 MiB per password check) with mmap, always.
+
+    glibc raises its mmap threshold after the first such block is freed, so later ones come from the heap and
+    stay in the worker's memory for good (one per thread that ever checked a password). A fixed threshold
+    gives them back to the system when each check ends."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 1024 * 1024)
+
+
 def _post_fork(server: Any, worker: Any) -> None:
     from ..ops import logs
+
+    return_large_buffers_to_the_system()
 
     settings = server.app.observability
     logs.configure(settings.log_format, settings.log_level)

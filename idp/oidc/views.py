@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from authlib.oauth2.rfc6749 import OAuth2Error
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 from flask_babel import gettext
@@ -20,6 +17,7 @@ from ..web.forms import ConsentForm, LogoutForm
 from ..web.login_state import current_session
 from . import paths
 from .claims import extra_claims_allowed, parse_claims_request
+from .documents import SerialisedDocument
 from .endpoints import authorize as authorization
 from .server import authorization_server
 
@@ -29,36 +27,23 @@ bp = Blueprint("oidc", __name__)
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
-#: Serialised documents with the dict they came from (kept, so its identity cannot pass to a newer dict):
-#: discovery is built once per app and the JWKS once per key reload, so most requests only copy bytes.
-_serialised: dict[str, tuple[dict, bytes, str]] = {}
-
-
-def _json(kind: str, document: dict, max_age: int) -> Response:
-    cached = _serialised.get(kind)
-    if cached is None or cached[0] is not document:
-        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-        cached = (document, body, hashlib.sha256(body).hexdigest()[:32])
-        _serialised[kind] = cached
-    response = Response(cached[1], mimetype="application/json", headers=CORS_HEADERS)
-    response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    response.set_etag(cached[2])
-    return response.make_conditional(request)
-
-
 @bp.get(paths.DISCOVERY)
 @bp.get(paths.OAUTH_METADATA)
-def discovery() -> Response:
-    provider = current_provider()
-    return _json(f"discovery:{id(provider)}", provider.metadata, max_age=3600)
-
-
 @bp.get(paths.JWKS)
-def jwks() -> Response:
-    # No longer than a new key waits before it signs (keys.publish_before_use), so a cached copy always holds
-    # every key in use; relying parties also refetch on an unknown kid.
+def public_document() -> Response:
+    # Answered by idp.oidc.documents.PublicDocuments before Flask; these routes exist so url_for and the URL
+    # map know them, and answer only if a request reaches the app anyway (the keys could not be re-read: the
+    # call below raises and the error handlers answer 503).
     provider = current_provider()
-    return _json(f"jwks:{id(provider)}", provider.keys.jwks(), max_age=provider.config.keys.jwks_max_age)
+    if request.path == paths.JWKS:
+        document, max_age = provider.keys.jwks(), provider.config.keys.jwks_max_age
+    else:
+        document, max_age = provider.metadata, 3600
+    served = SerialisedDocument().of(document)
+    response = Response(served.body, mimetype="application/json", headers=CORS_HEADERS)
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    response.headers["ETag"] = served.etag
+    return response.make_conditional(request)
 
 
 @bp.route(paths.AUTHORIZE, methods=["GET", "POST"])

@@ -104,18 +104,40 @@ def install(app: Flask) -> None:
             response.headers["X-Request-Id"] = request_id
         started = g.get("request_started")
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s",
+            log_access_line(
                 request.method,
                 request.path,
                 response.status_code,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-                    "remote_addr": request.remote_addr,
-                    "endpoint": request.url_rule.rule if request.url_rule is not None else None,
-                },
+                time.perf_counter() - started if started else None,
+                request.remote_addr,
+                request.url_rule.rule if request.url_rule is not None else None,
+                request_id,
             )
         return response
+
+
+def log_access_line(
+    method: str,
+    path: str,
+    status: int,
+    seconds: float | None,
+    remote_addr: str | None,
+    endpoint: str | None,
+    request_id: str | None,
+) -> None:
+    """One access line: the path, never the query string."""
+    access_log.info(
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2) if seconds is not None else None,
+            "remote_addr": remote_addr,
+            "endpoint": endpoint,
+            "request_id": request_id,
+        },
+    )

@@ -1,0 +1,98 @@
+"""Discovery and JWKS answered before Flask: the two documents every relying party fetches most.
+
+They depend on nothing in the request, so this WSGI layer serves their cached bytes (with ETag, conditional
+304, CORS, caching and security headers, a request id, the metrics and the access line) without the session,
+CSRF, rate-limit and page machinery every other request goes through. Anything unusual (another method, a
+failure while re-reading the keys) is passed to the Flask app, whose error handling then answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from ..ops.logs import REQUEST_ID
+from . import paths
+
+DOCUMENT_PATHS = {paths.DISCOVERY: "discovery", paths.OAUTH_METADATA: "discovery", paths.JWKS: "jwks"}
+
+
+class SerialisedDocument:
+    """A JSON document's bytes and ETag, remade only when the dict it came from is replaced (key reload)."""
+
+    def __init__(self) -> None:
+        self.source: dict | None = None
+        self.body = b""
+        self.etag = ""
+
+    def of(self, document: dict) -> SerialisedDocument:
+        if document is not self.source:
+            body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+            self.body, self.etag, self.source = body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"', document
+        return self
+
+
+class PublicDocuments:
+    def __init__(self, wsgi_app: Callable[..., Any], flask_app: Flask) -> None:
+        self.wsgi_app = wsgi_app
+        self.flask_app = flask_app
+        self.serialised = {"discovery": SerialisedDocument(), "jwks": SerialisedDocument()}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        kind = DOCUMENT_PATHS.get(environ.get("PATH_INFO", ""))
+        method = environ.get("REQUEST_METHOD")
+        if kind is None or method not in ("GET", "HEAD"):
+            return self.wsgi_app(environ, start_response)
+        started = time.perf_counter()
+        provider = self.flask_app.extensions["idp"]
+        try:
+            with self.flask_app.app_context():
+                if kind == "discovery":
+                    document, max_age = provider.metadata, 3600
+                else:
+                    # No longer than a new key waits before it signs (keys.publish_before_use), so a cached copy
+                    # always holds every key in use; relying parties also refetch on an unknown kid.
+                    document, max_age = provider.keys.jwks(), provider.config.keys.jwks_max_age
+        except Exception:  # the keys could not be re-read: let the app answer (503 and its logging)
+            return self.wsgi_app(environ, start_response)
+        served = self.serialised[kind].of(document)
+        not_modified = served.etag in environ.get("HTTP_IF_NONE_MATCH", "")
+        status = 304 if not_modified else 200
+        offered = environ.get("HTTP_X_REQUEST_ID", "")
+        trusted = environ.get("idp.trusted_proxy") and REQUEST_ID.match(offered)
+        request_id = offered if trusted else uuid.uuid4().hex
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", f"public, max-age={max_age}"),
+            ("ETag", served.etag),
+            ("Access-Control-Allow-Origin", "*"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Request-Id", request_id),
+        ]
+        if provider.config.uses_https:
+            headers.append(("Strict-Transport-Security", "max-age=31536000"))
+        body = b"" if not_modified or method == "HEAD" else served.body
+        if not not_modified:
+            headers.append(("Content-Length", str(len(served.body))))
+        start_response("304 Not Modified" if not_modified else "200 OK", headers)
+        self._account(environ, method, status, started, request_id)
+        return [body]
+
+    @staticmethod
+    def _account(environ: dict[str, Any], method: str, status: int, started: float, request_id: str) -> None:
+        from ..ops.logs import access_log, log_access_line
+        from ..ops.metrics import LATENCY, REQUESTS
+
+        path = environ["PATH_INFO"]
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(endpoint=path, method=method, status=str(status)).inc()
+        LATENCY.labels(endpoint=path).observe(elapsed)
+        if access_log.isEnabledFor(20):
+            log_access_line(method, path, status, elapsed, environ.get("REMOTE_ADDR"), path, request_id)
