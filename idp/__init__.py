@@ -191,9 +191,9 @@ def _install_error_pages(app: Flask) -> None:
             # Raised outside the view (opening or saving the browser session): still a 503, not a 500.
             return unavailable(original)
         if status == 429:
-            from .ops.metrics import RATE_LIMITED
+            from .ops.metrics import RATE_LIMITED, endpoint_label
 
-            RATE_LIMITED.labels(limit=request.url_rule.rule if request.url_rule is not None else "unmatched").inc()
+            RATE_LIMITED.labels(limit=endpoint_label()).inc()
         extra_headers = {}
         if status == 429:
             # Flask-Limiter's own headers are off (they cost Redis round trips on every request); a refusal still

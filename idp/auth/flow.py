@@ -3,7 +3,9 @@ of text messages, and the messages for codes that could not be sent."""
 
 from __future__ import annotations
 
-from flask import Response, redirect, request, session, url_for
+from typing import Any
+
+from flask import Response, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
@@ -13,6 +15,7 @@ from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorizat
 from ..otp import CodeNotSent, SentCode, issue_code, send_sms_code
 from ..store.clients import get_client
 from ..store.models import Client, User
+from ..store.users import find_user_by_national_code
 
 CODE_TEXTS = {
     "register": _l("Hoviyat registration code: %(code)s\nDo not give this code to anyone."),
@@ -82,6 +85,24 @@ def send_code_for_account(purpose: str, user: User | None, national_code: str) -
         send_code(purpose, user.mobile)
     else:
         issue_code(purpose, f"no-account:{national_code}", request.remote_addr)
+
+
+def national_code_step(
+    *, purpose: str, flow: str, form: Any, pending: PendingAuthorization | None, next_endpoint: str, template: str
+) -> Response | str:
+    """The first step of SMS login and of password recovery: a national code in, a code texted to the account's
+    mobile (or, without an account, the same answer and limits), then on to ``next_endpoint``."""
+    if form.validate_on_submit():
+        national_code = form.national_code.data
+        user = find_user_by_national_code(national_code)
+        try:
+            send_code_for_account(purpose, user, national_code)
+            remember(flow, national_code=national_code)
+            return redirect(with_tx(next_endpoint, pending), 303)
+        except CodeNotSent as error:
+            form.national_code.errors = [code_not_sent_message(error)]
+    form.tx.data = pending.id if pending else ""
+    return render_template(template, form=form, client=client_of(pending), pending=pending)
 
 
 def registry_unavailable_message() -> str:

@@ -25,9 +25,9 @@ from .flow import (
     code_not_sent_message,
     done,
     forget,
+    national_code_step,
     pending_authorization,
     recall,
-    remember,
     send_code_for_account,
     with_tx,
 )
@@ -41,18 +41,14 @@ def forgot_password() -> Response | tuple[str, int] | str:
         pending = pending_authorization()
     except AuthorizationPageError as error:
         return render_page_error(error)
-    form = ForgotStartForm()
-    if form.validate_on_submit():
-        national_code = form.national_code.data
-        user = find_user_by_national_code(national_code)
-        try:
-            send_code_for_account("reset", user, national_code)
-            remember(FLOW, national_code=national_code)
-            return redirect(with_tx("auth.reset_password", pending), 303)
-        except CodeNotSent as error:
-            form.national_code.errors = [code_not_sent_message(error)]
-    form.tx.data = pending.id if pending else ""
-    return render_template("forgot_password.html", form=form, client=client_of(pending), pending=pending)
+    return national_code_step(
+        purpose="reset",
+        flow=FLOW,
+        form=ForgotStartForm(),
+        pending=pending,
+        next_endpoint="auth.reset_password",
+        template="forgot_password.html",
+    )
 
 
 @bp.route("/password/reset", methods=["GET", "POST"])

@@ -21,9 +21,9 @@ from .flow import (
     code_not_sent_message,
     done,
     forget,
+    national_code_step,
     pending_authorization,
     recall,
-    remember,
     send_code_for_account,
     with_tx,
 )
@@ -37,18 +37,14 @@ def sms_login_start() -> Response | tuple[str, int] | str:
         pending = pending_authorization()
     except AuthorizationPageError as error:
         return render_page_error(error)
-    form = OtpLoginStartForm()
-    if form.validate_on_submit():
-        national_code = form.national_code.data
-        user = find_user_by_national_code(national_code)
-        try:
-            send_code_for_account("login", user, national_code)
-            remember(FLOW, national_code=national_code)
-            return redirect(with_tx("auth.sms_login_verify", pending), 303)
-        except CodeNotSent as error:
-            form.national_code.errors = [code_not_sent_message(error)]
-    form.tx.data = pending.id if pending else ""
-    return render_template("sms_login.html", form=form, client=client_of(pending), pending=pending)
+    return national_code_step(
+        purpose="login",
+        flow=FLOW,
+        form=OtpLoginStartForm(),
+        pending=pending,
+        next_endpoint="auth.sms_login_verify",
+        template="sms_login.html",
+    )
 
 
 @bp.route("/login/sms/verify", methods=["GET", "POST"])

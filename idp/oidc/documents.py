@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask
 
 from ..ops.logs import REQUEST_ID
+from ..provider import Provider
 from . import paths
 
 DOCUMENT_PATHS = {paths.DISCOVERY: "discovery", paths.OAUTH_METADATA: "discovery", paths.JWKS: "jwks"}
@@ -38,6 +39,15 @@ class SerialisedDocument:
         return self
 
 
+def document_of_kind(provider: Provider, kind: str) -> tuple[dict[str, Any], int]:
+    """The document of ``kind`` ("discovery" or "jwks") and its Cache-Control max-age."""
+    if kind == "jwks":
+        # No longer than a new key waits before it signs (keys.publish_before_use), so a cached copy always holds
+        # every key in use; relying parties also refetch on an unknown kid.
+        return provider.keys.jwks(), provider.config.keys.jwks_max_age
+    return provider.metadata, 3600
+
+
 class PublicDocuments:
     def __init__(self, wsgi_app: Callable[..., Any], flask_app: Flask) -> None:
         self.wsgi_app = wsgi_app
@@ -53,12 +63,7 @@ class PublicDocuments:
         provider = self.flask_app.extensions["idp"]
         try:
             with self.flask_app.app_context():
-                if kind == "discovery":
-                    document, max_age = provider.metadata, 3600
-                else:
-                    # No longer than a new key waits before it signs (keys.publish_before_use), so a cached copy
-                    # always holds every key in use; relying parties also refetch on an unknown kid.
-                    document, max_age = provider.keys.jwks(), provider.config.keys.jwks_max_age
+                document, max_age = document_of_kind(provider, kind)
         except Exception:  # the keys could not be re-read: let the app answer (503 and its logging)
             return self.wsgi_app(environ, start_response)
         served = self.serialised[kind].of(document)

@@ -17,7 +17,7 @@ from ..web.forms import ConsentForm, LogoutForm
 from ..web.login_state import current_session
 from . import paths
 from .claims import extra_claims_allowed, parse_claims_request
-from .documents import SerialisedDocument
+from .documents import DOCUMENT_PATHS, SerialisedDocument, document_of_kind
 from .endpoints import authorize as authorization
 from .server import authorization_server
 
@@ -34,11 +34,7 @@ def public_document() -> Response:
     # Answered by idp.oidc.documents.PublicDocuments before Flask; these routes exist so url_for and the URL
     # map know them, and answer only if a request reaches the app anyway (the keys could not be re-read: the
     # call below raises and the error handlers answer 503).
-    provider = current_provider()
-    if request.path == paths.JWKS:
-        document, max_age = provider.keys.jwks(), provider.config.keys.jwks_max_age
-    else:
-        document, max_age = provider.metadata, 3600
+    document, max_age = document_of_kind(current_provider(), DOCUMENT_PATHS[request.path])
     served = SerialisedDocument().of(document)
     response = Response(served.body, mimetype="application/json", headers=CORS_HEADERS)
     response.headers["Cache-Control"] = f"public, max-age={max_age}"

@@ -45,6 +45,11 @@ def count_audit_event(event: str, detail: dict) -> None:
         TOKENS_ISSUED.labels(grant_type=str(detail.get("grant_type") or "unknown")[:32]).inc()
 
 
+def endpoint_label() -> str:
+    """The current request's URL rule (a small fixed set, never the raw path), or "unmatched"."""
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
 def install(app: Flask) -> None:
     settings = app.extensions["idp"].config.observability
     app.extensions["idp.metrics_allowed"] = parse_networks("observability.metrics_allowed", settings.metrics_allowed)
@@ -56,7 +61,7 @@ def install(app: Flask) -> None:
     @app.after_request
     def count_request(response: Response) -> Response:
         started = g.get("request_started")
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        endpoint = endpoint_label()
         REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
         if started is not None:
             LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
