@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask_sqlalchemy import SQLAlchemy
@@ -21,9 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from ..rp_kit.dates import jalali, persian_digits
+from ..rp_kit.dates import persian_digits
 from ..rp_kit.login import ButtonForm, RelyingParty, RpSessionMixin, RpUserMixin
 from ..rp_kit.settings import RpSettings, load_settings
+from ..rp_kit.site import new_site
 from ..rp_kit.validators import Invalid, normalize_postal_code, normalize_sheba
 
 #: Only what a car purchase needs: no device data (CONTRACTS.md scopes).
@@ -147,22 +147,7 @@ class WithdrawForm(FlaskForm):
 
 def create_app(settings: RpSettings | None = None, overrides: Mapping[str, str] | None = None) -> Flask:
     settings = settings or load_settings("carmaker", dict(overrides or {}))
-    app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
-    app.config.update(
-        SECRET_KEY=settings.secret_key,
-        SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SESSION_COOKIE_NAME="carmaker_session",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
-    )
-    db.init_app(app)
-    rp = RelyingParty(settings, db, User, LoginSession, SCOPE, home_endpoint="sales.home")
-    rp.init_app(app)
-    app.extensions["carmaker.rp"] = rp
-    app.jinja_env.filters["jalali"] = jalali
-    app.jinja_env.filters["jalali_iso"] = lambda iso: jalali(dt.date.fromisoformat(iso))
-    app.jinja_env.filters["fa"] = persian_digits
+    app, rp = new_site(__name__, "carmaker", settings, db, User, LoginSession, SCOPE, "sales.home")
     app.jinja_env.filters["rials"] = lambda amount: persian_digits(f"{amount:,}").replace(",", "٬")
     app.jinja_env.globals["describe_order"] = describe_order
     app.register_blueprint(_sales_blueprint(rp))

@@ -8,15 +8,12 @@ move along with ``flask tickets set-status``. The registry asks for no postal ad
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-from pathlib import Path
 
 from flask import Flask
 
-from ..rp_kit.dates import jalali, persian_digits
-from ..rp_kit.login import RelyingParty
 from ..rp_kit.settings import RpSettings, load_settings
+from ..rp_kit.site import new_site
 from .models import LoginSession, User, db, seed_demo_devices
 from .tickets import STATUSES, cli, find_subject
 from .views import registry_blueprint
@@ -27,22 +24,7 @@ SCOPE = "openid profile phone national_id"
 
 def create_app(settings: RpSettings | None = None, overrides: Mapping[str, str] | None = None) -> Flask:
     settings = settings or load_settings("device_registry", dict(overrides or {}))
-    app = Flask(__name__, template_folder=str(Path(__file__).parent / "templates"))
-    app.config.update(
-        SECRET_KEY=settings.secret_key,
-        SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SESSION_COOKIE_NAME="device_registry_session",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
-    )
-    db.init_app(app)
-    rp = RelyingParty(settings, db, User, LoginSession, SCOPE, home_endpoint="registry.home")
-    rp.init_app(app)
-    app.extensions["device_registry.rp"] = rp
-    app.jinja_env.filters["jalali"] = jalali
-    app.jinja_env.filters["jalali_iso"] = lambda iso: jalali(dt.date.fromisoformat(iso)) if iso else ""
-    app.jinja_env.filters["fa"] = persian_digits
+    app, rp = new_site(__name__, "device_registry", settings, db, User, LoginSession, SCOPE, "registry.home")
     app.jinja_env.globals["ticket_statuses"] = STATUSES
     app.jinja_env.globals["find_subject"] = find_subject
     app.register_blueprint(registry_blueprint(rp))
