@@ -199,7 +199,7 @@ def _install_error_pages(app: Flask) -> None:
             # Flask-Limiter's own headers are off (they cost Redis round trips on every request); a refusal still
             # says how long to wait: the length of the limit's window.
             limit = getattr(error, "limit", None)
-            window = limit.limit.get_expiry() if limit is not None else 60
+            window = limit.limit.get_expiry() if limit is not None else getattr(error, "retry_after", 60)
             extra_headers["Retry-After"] = str(window)
         if _wants_json():
             body = {"error": "temporarily_unavailable" if status == 429 else "invalid_request"}

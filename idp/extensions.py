@@ -1,13 +1,17 @@
 """Flask extensions, created once here and bound to the app in :func:`idp.create_app`."""
 
-from flask import current_app
+from functools import lru_cache
+
+from flask import current_app, request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from limits import RateLimitItem, parse
 from sqlalchemy import MetaData
+from werkzeug.exceptions import TooManyRequests
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -31,3 +35,38 @@ def _client_key() -> str:
 
 
 limiter = Limiter(key_func=_client_key, default_limits=[])
+
+
+class LimitExceeded(TooManyRequests):
+    """A 429 whose ``Retry-After`` is the limit's window."""
+
+    def __init__(self, item: RateLimitItem) -> None:
+        super().__init__(description=str(item))
+        self.retry_after = item.get_expiry()
+
+
+@lru_cache(maxsize=64)
+def _parsed(limit: str) -> RateLimitItem:
+    return parse(limit)
+
+
+def charge_address(limit: str, scope: str) -> None:
+    """Count this request against ``limit`` (e.g. "600 per minute") for its client address, in Flask-Limiter's
+    storage; raise :class:`LimitExceeded` when it is used up.
+
+    For the protocol endpoints, which relying parties call most: one command to the store, where the
+    ``@limiter.limit`` decorator costs Flask-Limiter's whole evaluation (its exemption scopes, twice a request)."""
+    if not limiter.limiter.hit(_parsed(limit), _client_key(), scope):
+        raise LimitExceeded(_parsed(limit))
+
+
+#: Endpoints that apply their own limits with :func:`charge_address` (or need none: public documents, health),
+#: so Flask-Limiter's per-request evaluation is skipped for them.
+SELF_LIMITED_ENDPOINTS = frozenset(
+    {"oidc.token", "oidc.introspect", "oidc.revoke", "oidc.userinfo", "oidc.public_document"}
+)
+
+
+@limiter.request_filter
+def _limits_itself() -> bool:
+    return request.endpoint in SELF_LIMITED_ENDPOINTS

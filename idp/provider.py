@@ -25,7 +25,7 @@ class Provider:
     sms: SmsSender
     mail: MailSender
     #: Clients read recently, by client_id: (monotonic expiry, column values). See store.clients.get_client.
-    client_cache: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    client_cache: dict[str, tuple[float, Any]] = field(default_factory=dict)  # client id: (until, detached Client)
 
     @property
     def issuer(self) -> str:

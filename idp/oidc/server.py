@@ -16,14 +16,13 @@ from flask import request as flask_request
 from ..ops.metrics import count_audit_event
 from ..provider import current_provider
 from ..store import audit
-from ..store import commit as commit_store
 from ..store.clients import get_client
 from .client_auth import PrivateKeyJWT, authenticate_client_secret_basic
 from .endpoints.end_session import EndSessionEndpoint
 from .endpoints.introspection import IntrospectionEndpoint
 from .endpoints.revocation import RevocationEndpoint
 from .endpoints.userinfo import UserInfoEndpoint, build_resource_protector
-from .grants.authorization_code import AuthorizationCodeGrant, code_exchange_committed
+from .grants.authorization_code import AuthorizationCodeGrant
 from .grants.client_credentials import ClientCredentialsGrant
 from .grants.refresh_token import RefreshTokenGrant
 from .id_token import OpenIDCode, OpenIDRefresh
@@ -76,7 +75,8 @@ class AuthorizationServer(_AuthorizationServer):
         return IssuerURLRequest(flask_request)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        # The grant and refresh token were added to the transaction when the token was generated.
+        # The grant and refresh token were added to the transaction when the token was generated; the token view
+        # commits once the whole response (ID token included) is made, so nothing is read again after a commit.
         grant = getattr(request, "idp_grant", None)
         if request.payload.grant_type == "client_credentials":
             # A machine's token for itself concerns no person: counted and logged, not written to the audit
@@ -92,8 +92,6 @@ class AuthorizationServer(_AuthorizationServer):
             grant_id=grant.id if grant is not None else None,
             scope=token.get("scope", ""),
         )
-        commit_store()
-        code_exchange_committed()
 
 
 def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None) -> Response:

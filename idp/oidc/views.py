@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from flask_babel import gettext
 from werkzeug.datastructures import MultiDict
 
-from ..extensions import csrf, limiter
+from ..extensions import charge_address, csrf
 from ..provider import current_provider
 from ..scopes import claims_for_scopes
 from ..store import audit, commit
@@ -19,6 +19,7 @@ from . import paths
 from .claims import extra_claims_allowed, parse_claims_request
 from .documents import DOCUMENT_PATHS, SerialisedDocument, document_of_kind
 from .endpoints import authorize as authorization
+from .grants.authorization_code import code_exchange_committed, restore_consumed_code
 from .server import authorization_server
 
 bp = Blueprint("oidc", __name__)
@@ -95,15 +96,17 @@ def consent() -> Response:
 
 @bp.post(paths.TOKEN)
 @csrf.exempt
-@limiter.limit(lambda: current_provider().config.limits.token_per_ip)
 def token() -> Response:
+    charge_address(current_provider().config.limits.token_per_ip, "token")
     try:
         response = authorization_server().create_token_response()
+        if response.status_code == 200:
+            # One commit for the grant, the refresh token and the audit row, after the whole answer was made.
+            commit()
+            code_exchange_committed()
     except Exception as error:
         # PostgreSQL failed after the code was taken from Redis: put it back, so the retry our 503 invites
         # can still succeed (nothing was committed, so the code was never used).
-        from .grants.authorization_code import restore_consumed_code
-
         restore_consumed_code(error)
         raise
     response.headers.update(CORS_HEADERS)

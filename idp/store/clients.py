@@ -232,8 +232,8 @@ def get_client(client_id: str, fresh: bool = False) -> Client | None:
     """The registered client, or None.
 
     Relying parties call the token, introspection and userinfo endpoints far more often than clients change, so
-    a client read from the database is kept in this process for ``server.client_cache_seconds`` and put back
-    into the request's session without a query. A change made with ``idp clients`` reaches other processes
+    a client read from the database is kept in this process for ``server.client_cache_seconds``, detached from
+    any session. A change made with ``idp clients`` reaches other processes
     within that time (at once in the process that made it); ``fresh`` reads the database (admin commands).
     """
     # Ids are printable ASCII; anything else (a NUL byte, which PostgreSQL refuses) names no client.
@@ -251,18 +251,16 @@ def get_client(client_id: str, fresh: bool = False) -> Client | None:
     cached = cache.get(client_id)
     now = time.monotonic()
     if cached is not None and cached[0] > now:
-        in_session = db.session.identity_map.get(db.session.identity_key(Client, client_id))
-        if in_session is not None:
-            return in_session  # type: ignore[return-value]
-        copy = Client(**cached[1])
-        make_transient_to_detached(copy)
-        return db.session.merge(copy, load=False)
+        # A detached copy shared by the requests of this process: it is only read (every column is loaded, and a
+        # client has no relationships to load), never added to a session; changes go through ``fresh``.
+        return cached[1]
     client = db.session.get(Client, client_id)
     if client is not None:
-        columns = {column.key: getattr(client, column.key) for column in Client.__table__.columns}
+        copy = Client(**{column.key: getattr(client, column.key) for column in Client.__table__.columns})
+        make_transient_to_detached(copy)
         if len(cache) > 10_000:  # a bound, whatever happens; clients number in the hundreds
             cache.clear()
-        cache[client_id] = (now + ttl, columns)
+        cache[client_id] = (now + ttl, copy)
     return client
 
 

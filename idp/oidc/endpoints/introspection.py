@@ -12,6 +12,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from ... import clock
 from ...provider import current_provider
 from ...store import grants as grant_store
+from ...store.clients import get_client
 from ...store.models import Client, RefreshToken
 from ...store.users import get_user
 from ..claims import subject_for
@@ -77,6 +78,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         }
         if grant.user_id:
             user = get_user(grant.user_id)
-            if user is not None:
-                payload["sub"] = subject_for(user, grant.client)
+            client = get_client(grant.client_id)
+            if user is not None and client is not None:
+                payload["sub"] = subject_for(user, client)
         return payload
