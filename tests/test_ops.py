@@ -172,6 +172,9 @@ def test_rate_limit_counter(app_with):
     assert client.post("/token", data={"grant_type": "client_credentials"}).status_code != 429
     refused = client.post("/token", data={"grant_type": "client_credentials"})
     assert refused.status_code == 429
+    # The limit is charged without Flask-Limiter's decorator; the answer still says when to come back.
+    assert refused.headers["Retry-After"] == "60"
+    assert refused.get_json()["error"] == "temporarily_unavailable"
     after = scrape(app)
     moved = metric_value(after, "hoviyat_rate_limit_hits_total", limit="/token") - metric_value(
         before, "hoviyat_rate_limit_hits_total", limit="/token"

@@ -269,3 +269,37 @@ def test_logout_at_the_provider_ends_the_sessions_refresh_tokens(app, client, is
     assert_refused(refresh(client, rp_client, token["refresh_token"]))
     assert userinfo(client, token["access_token"]).status_code == 401
     assert active(client, rp_client, token["refresh_token"]) is False
+
+
+def test_a_refresh_reads_once_writes_once_and_commits_last(app, client, issuer, user, rp_client):
+    """The hot path relying parties hit most: one read (token, grant and user together), the rotation, the new
+    token and the audit row, in one transaction committed after the whole answer (ID token included), so
+    nothing is read back afterwards. Statements, not time: a regression here costs every relying party."""
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    first = tokens_for(client, issuer, rp_client, user)
+    with app.app_context():
+        engine = db.engine
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    commits: list[int] = []
+
+    def committed(conn: Any) -> None:
+        commits.append(len(statements))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(engine, "commit", committed)
+    try:
+        second = refreshed(client, rp_client, first["refresh_token"])
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        event.remove(engine, "commit", committed)
+    assert second["id_token"] and second["refresh_token"] != first["refresh_token"]
+    assert statements.count("SELECT") == 1, statements
+    assert statements.count("UPDATE") == 1 and statements.count("INSERT") == 2, statements
+    assert commits and commits[0] == len(statements), (commits, statements)  # nothing after the commit

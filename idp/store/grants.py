@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import joinedload
 
 from .. import clock
 from ..extensions import db
@@ -45,8 +46,9 @@ def create_grant(
     return grant
 
 
-def get_grant(grant_id: str) -> Grant | None:
-    return db.session.get(Grant, grant_id)
+def get_grant(grant_id: str, *, with_user: bool = False) -> Grant | None:
+    """The grant; ``with_user`` loads its user in the same query (a later ``get_user`` then needs none)."""
+    return db.session.get(Grant, grant_id, options=[joinedload(Grant.user)] if with_user else None)
 
 
 def is_grant_active(grant: Grant | None) -> bool:
@@ -114,7 +116,10 @@ def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
 def find_refresh_token(token: str) -> RefreshToken | None:
     if not token or len(token) > 200:
         return None
-    return db.session.get(RefreshToken, sha256_hex(token))
+    # With its grant (a joined relationship) and the grant's user, whom the refresh grant asks for next.
+    return db.session.get(
+        RefreshToken, sha256_hex(token), options=[joinedload(RefreshToken.grant).joinedload(Grant.user)]
+    )
 
 
 def mark_rotated(refresh_token: RefreshToken) -> bool:
