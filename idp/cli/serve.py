@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -59,6 +60,14 @@ def _post_fork(server: Any, worker: Any) -> None:
 
     settings = server.app.observability
     logs.configure(settings.log_format, settings.log_level)
+
+
+def _post_worker_init(worker: Any) -> None:
+    # The app the worker just built (routes, templates, translations, table metadata: ~150,000 objects) lives as
+    # long as the worker. Frozen, the collector stops scanning it on each full collection, a pause of ~100 ms
+    # that otherwise lands on whichever request is running (measured: one per ~1,000 refreshes).
+    gc.collect()
+    gc.freeze()
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -163,6 +172,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
             "timeout": 30,
             "graceful_timeout": 20,
             "post_fork": _post_fork,
+            "post_worker_init": _post_worker_init,
             "child_exit": _child_exit,
             # gunicorn's control socket lives in one place per user; several instances on a machine would collide.
             "control_socket_disable": True,

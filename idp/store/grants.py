@@ -100,10 +100,13 @@ def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
     """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
     token = new_token(32)
     now = clock.now()
-    # A plain INSERT, not an object for the unit of work: nothing reads the row back in this request, and
-    # the flush machinery cost more than the statement (the grant it refers to is flushed first, by autoflush).
+    # A plain INSERT on the table, not an object for the unit of work nor an ORM statement: nothing reads the
+    # row back in this request, and either ORM path cost more than the statement. The grant it refers to may be
+    # new in this transaction: flushed first, as Core statements do not autoflush.
+    if db.session.new:
+        db.session.flush()
     db.session.execute(
-        insert(RefreshToken).values(
+        insert(RefreshToken.__table__).values(
             token_hash=sha256_hex(token),
             grant_id=grant.id,
             issued_at=now,
@@ -124,10 +127,10 @@ def find_refresh_token(token: str) -> RefreshToken | None:
 
 def mark_rotated(refresh_token: RefreshToken) -> bool:
     """Mark the token used, atomically: of two concurrent uses exactly one gets True, the other is a replay."""
+    table = RefreshToken.__table__  # a Core UPDATE: the ORM's bulk-update path costs more than the statement
     result = db.session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
+        update(table)
+        .where(table.c.token_hash == refresh_token.token_hash, table.c.rotated_at.is_(None))
         .values(rotated_at=clock.now())
-        .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
