@@ -181,8 +181,13 @@ class KeyRing:
         with self._lock:
             self._loaded_at = -1e18
 
+    @property
+    def fresh(self) -> bool:
+        """Whether the keys were read within ``reload_interval`` (using them then needs no database)."""
+        return time.monotonic() - self._loaded_at < self.reload_interval
+
     def _ensure_loaded(self) -> None:
-        if time.monotonic() - self._loaded_at < self.reload_interval:
+        if self.fresh:
             return
         with self._lock:
             if time.monotonic() - self._loaded_at < self.reload_interval:

@@ -53,6 +53,8 @@ class PublicDocuments:
         self.wsgi_app = wsgi_app
         self.flask_app = flask_app
         self.serialised = {"discovery": SerialisedDocument(), "jwks": SerialisedDocument()}
+        self.ready: set[str] = set()  # kinds built once with an app context (discovery is built on first use)
+        self.counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         kind = DOCUMENT_PATHS.get(environ.get("PATH_INFO", ""))
@@ -61,11 +63,15 @@ class PublicDocuments:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
         provider = self.flask_app.extensions["idp"]
-        try:
-            with self.flask_app.app_context():
-                document, max_age = document_of_kind(provider, kind)
-        except Exception:  # the keys could not be re-read: let the app answer (503 and its logging)
-            return self.wsgi_app(environ, start_response)
+        if provider.keys.fresh and kind in self.ready:
+            document, max_age = document_of_kind(provider, kind)  # from memory: no app context to set up
+        else:
+            try:
+                with self.flask_app.app_context():  # the keys are re-read from the database
+                    document, max_age = document_of_kind(provider, kind)
+            except Exception:  # the keys could not be re-read: let the app answer (503 and its logging)
+                return self.wsgi_app(environ, start_response)
+            self.ready.add(kind)
         served = self.serialised[kind].of(document)
         not_modified = served.etag in environ.get("HTTP_IF_NONE_MATCH", "")
         status = 304 if not_modified else 200
@@ -90,14 +96,17 @@ class PublicDocuments:
         self._account(environ, method, status, started, request_id)
         return [body]
 
-    @staticmethod
-    def _account(environ: dict[str, Any], method: str, status: int, started: float, request_id: str) -> None:
+    def _account(self, environ: dict[str, Any], method: str, status: int, started: float, request_id: str) -> None:
         from ..ops.logs import access_log, log_access_line
         from ..ops.metrics import LATENCY, REQUESTS
 
         path = environ["PATH_INFO"]
         elapsed = time.perf_counter() - started
-        REQUESTS.labels(endpoint=path, method=method, status=str(status)).inc()
-        LATENCY.labels(endpoint=path).observe(elapsed)
+        counters = self.counted.get((path, method, status))
+        if counters is None:  # a handful of combinations: the metrics' children, looked up once
+            counters = REQUESTS.labels(endpoint=path, method=method, status=str(status)), LATENCY.labels(endpoint=path)
+            self.counted[(path, method, status)] = counters
+        counters[0].inc()
+        counters[1].observe(elapsed)
         if access_log.isEnabledFor(20):
             log_access_line(method, path, status, elapsed, environ.get("REMOTE_ADDR"), path, request_id)

@@ -83,6 +83,12 @@ def configure(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
+    # A line per request: skip what none of our formats prints (the caller's frame, thread and process), as the
+    # logging HOWTO's "Optimization" section suggests; the stack walk alone was a tenth of an access line's cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
