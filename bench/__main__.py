@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import wrk
+from .floor import measure as measure_floor
 from .loadgen import BenchUser, FlowError, Generator, Outbox, RawHttp, Result, Target, closed_loop, open_loop
 from .servers import PASSWORD, RAISED_LIMITS, REDIRECT_URI, Hoviyat, NodeProvider, get_json, rss_kib
 
@@ -435,6 +436,15 @@ class Bench:
     def run_hoviyat(self, backend: str) -> None:
         log(f"== Hoviyat, {backend} == (load average {os.getloadavg()[0]:.2f})")
         self.extra.append(f"{backend}: 1-min load average before the run {os.getloadavg()[0]:.2f}")
+        if self.have_wrk:
+            floor = measure_floor(self.duration, self.warmup, WRK_CONNECTIONS)
+            line = (
+                f"{backend}: serving floor just before (gunicorn gthread, 1 worker of 4 threads, a fixed 2.5 KB "
+                f"answer and nothing else; bench/floor.py): {floor.rate:,.0f} req/s, p50 {ms(floor.p50)} ms, "
+                f"p99 {ms(floor.p99)} ms"
+            )
+            self.extra.append(line)
+            log("  " + line)
         server = Hoviyat(backend, users=self.args.users)
         try:
             server.setup(log)
