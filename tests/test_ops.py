@@ -409,3 +409,25 @@ def test_json_logs_carry_request_ids_and_no_credentials(app, issuer, user, rp_cl
     # Records of one request share its id: the token replay's warning and its access line.
     replay_id = replay.headers["X-Request-Id"]
     assert sum(1 for e in entries if e["request_id"] == replay_id) >= 2
+
+
+def test_a_client_credentials_token_is_one_access_line_naming_the_client(app, json_log):
+    """No audit row for a machine's own token; its access line says which client got one (and nothing secret)."""
+    from .helpers import create_test_client
+
+    rp_client = create_test_client(app, grant_types=["client_credentials"], redirect_uris=[], scope="openid")
+    client = app.test_client()
+    response = client.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(rp_client.client_id, rp_client.client_secret)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    entries = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    # At INFO and above (DEBUG adds Authlib's own lines): the access line and nothing else.
+    token_lines = [e for e in entries if e["level"] != "debug"]
+    assert len(token_lines) == 1, token_lines
+    line = token_lines[0]
+    assert line["status"] == 200 and line["client_id"] == rp_client.client_id
+    assert line["grant_type"] == "client_credentials"
+    assert line["message"] == f"POST /token 200 client_id={rp_client.client_id} grant_type=client_credentials"
+    text = json_log.getvalue()
+    assert response.get_json()["access_token"] not in text and str(rp_client.client_secret) not in text

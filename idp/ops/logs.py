@@ -51,7 +51,7 @@ class RequestIdFilter(logging.Filter):
 
 
 class JSONFormatter(logging.Formatter):
-    FIELDS = ("method", "path", "status", "duration_ms", "remote_addr", "endpoint")
+    FIELDS = ("method", "path", "status", "duration_ms", "remote_addr", "endpoint", "client_id", "grant_type")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -118,6 +118,7 @@ def install(app: Flask) -> None:
                 request.remote_addr,
                 request.url_rule.rule if request.url_rule is not None else None,
                 request_id,
+                g.get("access_detail"),
             )
         return response
 
@@ -130,14 +131,18 @@ def log_access_line(
     remote_addr: str | None,
     endpoint: str | None,
     request_id: str | None,
+    detail: dict[str, str] | None = None,
 ) -> None:
-    """One access line: the path, never the query string."""
+    """One access line: the path, never the query string; ``detail`` adds what the request did (ids only, e.g.
+    the client a client-credentials token went to), as fields and at the end of the message."""
     access_log.info(
-        "%s %s %s",
+        "%s %s %s" + ("".join(f" {name}=%s" for name in detail) if detail else ""),
         method,
         path,
         status,
+        *(detail.values() if detail else ()),
         extra={
+            **(detail or {}),
             "method": method,
             "path": path,
             "status": status,
