@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,23 @@ log = logging.getLogger(__name__)
 JSON_PATH_PREFIXES = ("/token", "/userinfo", "/jwks.json", "/.well-known/")
 
 
+class SyncFlask(Flask):
+    """Flask remembering which views and hooks are plain functions: it asks ``inspect`` about each of them (a
+    view and a dozen before/after/teardown hooks) on every request, and the answer never changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._made_sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        made = self._made_sync.get(func)
+        if made is None:
+            made = super().ensure_sync(func)
+            if len(self._made_sync) < 10_000:  # registered callables are a few hundred; a bound, whatever happens
+                self._made_sync[func] = made
+        return made
+
+
 def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -> Flask:
     """The application factory: defaults, then the TOML file and environment, then ``config``.
 
@@ -42,7 +59,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         config = load_config(overrides=config)
     config = with_generated_secrets(config)
 
-    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = SyncFlask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     store = store_from_config(config.redis.url, config.redis.key_prefix)
     app.config.update(
         SECRET_KEY=config.server.secret_key,
