@@ -60,8 +60,8 @@ def charge_address(limit: str, scope: str) -> None:
         raise LimitExceeded(_parsed(limit))
 
 
-#: Endpoints that apply their own limits with :func:`charge_address` (or need none: public documents, health),
-#: so Flask-Limiter's per-request evaluation is skipped for them.
+#: Protocol endpoints, which apply their own limits with :func:`charge_address` (the token endpoint) or have
+#: none, so Flask-Limiter's per-request evaluation is skipped for them.
 SELF_LIMITED_ENDPOINTS = frozenset(
     {"oidc.token", "oidc.introspect", "oidc.revoke", "oidc.userinfo", "oidc.public_document"}
 )

@@ -190,7 +190,7 @@ class KeyRing:
         if self.fresh:
             return
         with self._lock:
-            if time.monotonic() - self._loaded_at < self.reload_interval:
+            if self.fresh:  # another thread re-read them while this one waited
                 return
             rows = db.session.scalars(
                 select(SigningKey)

@@ -24,8 +24,8 @@ class Provider:
     registry: IdentityRegistry
     sms: SmsSender
     mail: MailSender
-    #: Clients read recently, by client_id: (monotonic expiry, column values). See store.clients.get_client.
-    client_cache: dict[str, tuple[float, Any]] = field(default_factory=dict)  # client id: (until, detached Client)
+    #: Clients read recently, by client_id: (monotonic expiry, detached Client). See store.clients.get_client.
+    client_cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     @property
     def issuer(self) -> str:

@@ -233,8 +233,8 @@ def get_client(client_id: str, fresh: bool = False) -> Client | None:
 
     Relying parties call the token, introspection and userinfo endpoints far more often than clients change, so
     a client read from the database is kept in this process for ``server.client_cache_seconds``, detached from
-    any session. A change made with ``idp clients`` reaches other processes
-    within that time (at once in the process that made it); ``fresh`` reads the database (admin commands).
+    any session. A change made with ``idp clients`` reaches other processes within that time (at once in the
+    process that made it); ``fresh`` reads the database (admin commands).
     """
     # Ids are printable ASCII; anything else (a NUL byte, which PostgreSQL refuses) names no client.
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64:

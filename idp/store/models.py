@@ -232,9 +232,8 @@ class Grant(db.Model):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
 
-    # Loaded only when asked for: the token endpoint already holds the client (from the process's cache), and
+    # No relationship to the client: callers hold it already, from the process's cache (store.clients.get_client);
     # joining its twenty columns into every refresh-token lookup cost more than the rest of that query.
-    client: Mapped[Client] = relationship()
     #: Loaded with the grant where the user is needed next (refresh, userinfo): one query instead of two.
     user: Mapped[User | None] = relationship()
 
