@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
 from sqlalchemy import select
 
@@ -28,6 +29,8 @@ from .extensions import db
 from .store.models import SigningKey
 
 ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
+#: How many verified tokens a process remembers (a few MB at most); the memory is emptied when full.
+VERIFIED_TOKENS_KEPT = 4096
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +72,9 @@ class KeyRing:
         self._loaded_at = -1e18
         self._keys: list[LoadedKey] = []
         self._jwks: dict[str, Any] = {"keys": []}
-        self._key_set = KeySet([])
+        # The published keys, with the tokens they verified: one pair, replaced whole at each re-read, so a
+        # token verified by a key that has since been retired is never taken from the memory.
+        self._verifier: tuple[KeySet, dict[str, jwt.Token]] = (KeySet([]), {})
 
     # -- admin operations (CLI) -------------------------------------------------------------------
 
@@ -223,7 +228,7 @@ class KeyRing:
                 jwk.update({"kid": item.kid, "alg": item.alg, "use": "sig"})
                 public.append(jwk)
             self._jwks = {"keys": public}
-            self._key_set = KeySet([import_key(j, ALGORITHMS[j["alg"]]) for j in public])
+            self._verifier = (KeySet([import_key(j, ALGORITHMS[j["alg"]]) for j in public]), {})
             self._loaded_at = time.monotonic()
 
     def _load(self, row: SigningKey) -> LoadedKey:
@@ -258,4 +263,21 @@ class KeyRing:
 
     def verification_keys(self) -> KeySet:
         self._ensure_loaded()
-        return self._key_set
+        return self._verifier[0]
+
+    def decode_jwt(self, token: str) -> jwt.Token:
+        """The JWT, verified with the published keys (raises joserfc's errors when it is not ours).
+
+        A token verified once is remembered until the keys are next re-read: resource servers introspect the
+        same access token again and again, and an ES256 verification costs more than the rest of the answer.
+        Only verification is remembered; callers check expiry and revocation on every use."""
+        self._ensure_loaded()
+        key_set, verified = self._verifier
+        known = verified.get(token)
+        if known is not None:
+            return known
+        decoded = jwt.decode(token, key_set, algorithms=list(ALGORITHMS))
+        if len(verified) >= VERIFIED_TOKENS_KEPT:
+            verified.clear()
+        verified[token] = decoded
+        return decoded

@@ -157,6 +157,8 @@ def test_rotate_one_algorithm(runner):
 def test_retire_removes_key_from_jwks_and_deletes_pem(app, client, runner, issuer, user, rp_client):
     old = active(runner)
     before = tokens_for(client, issuer, rp_client, user)
+    # Used once before the retirement: the provider remembers the tokens it verified, and must forget them.
+    assert client.get("/userinfo", headers={"Authorization": f"Bearer {before['access_token']}"}).status_code == 200
     keys_cli(runner, "rotate")
     fetch_jwks(client)  # cached by the provider now
 

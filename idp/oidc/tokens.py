@@ -17,7 +17,6 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from .. import clock
-from ..config import SIGNING_ALGORITHMS
 from ..provider import current_provider
 from ..security import new_token, sha256_hex
 from ..store import grants as grant_store
@@ -130,7 +129,7 @@ def _decode_signed_by_us(token: str) -> jwt.Token | None:
     if not isinstance(token, str) or not token or len(token) > 8192 or token.count(".") != 2:
         return None
     try:
-        return jwt.decode(token, current_provider().keys.verification_keys(), algorithms=list(SIGNING_ALGORITHMS))
+        return current_provider().keys.decode_jwt(token)
     except (JoseError, ValueError, TypeError):
         return None
 

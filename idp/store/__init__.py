@@ -10,7 +10,11 @@ from ..extensions import db
 
 
 def commit() -> None:
-    db.session.commit()
+    # A session that began no transaction holds nothing to write (adding an object or running a statement
+    # begins one): committing it would still run the whole unit-of-work machinery, ~0.1 ms on the token
+    # endpoint's busiest grant, which writes nothing.
+    if db.session().in_transaction():
+        db.session.commit()
 
 
 def rollback() -> None:
