@@ -64,7 +64,6 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     app.config.update(
         SECRET_KEY=config.server.secret_key,
         SQLALCHEMY_DATABASE_URI=database_url(config),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         SESSION_COOKIE_SECURE=config.uses_https,
         SESSION_COOKIE_NAME=config.session.cookie_name,
         WTF_CSRF_TIME_LIMIT=config.tokens.login_transaction_ttl,
@@ -88,7 +87,11 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     )
 
     db.init_app(app)
+    from .store.connections import ping_connections_after_idle
     from .store.schema import render_migration_item
+
+    with app.app_context():
+        ping_connections_after_idle(db.engine)
 
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, render_item=render_migration_item)
     from .web.sessions import raise_if_unavailable

@@ -35,6 +35,7 @@ import idp.auth.password_login
 import idp.auth.sms_login
 from idp import clock
 from idp.extensions import db
+from idp.store.connections import TRUSTED_FOR
 from idp.store.models import AuditEvent, Grant, RefreshToken, User
 
 from .conftest import POSTGRES_ADMIN_URL, Backend, make_app
@@ -328,6 +329,27 @@ def test_postgres_outage_gives_503_and_service_resumes_when_postgres_is_back(fau
     fresh = english_browser(app)
     code, verifier, _ = get_code(fresh, rp, user)
     assert exchange_code(fresh.client, rp, code, verifier).status_code == 200
+
+
+def test_a_postgres_restart_during_a_quiet_spell_is_not_seen_by_the_next_request(fault_app, pg_cluster, redis_server):
+    # The pool's connections all died with the restart; one idle for longer than TRUSTED_FOR is tested before
+    # use and replaced, so the first request after the quiet spell is served, not refused.
+    app = fault_app(pg_cluster.create_database("hoviyat"), redis_server.url)
+    user = create_test_user(app)
+    rp = create_test_client(app)
+    browser = english_browser(app)
+    code, verifier, _ = get_code(browser, rp, user)
+    tokens = exchange_code(browser.client, rp, code, verifier)
+    assert tokens.status_code == 200, tokens.get_json()
+    access_token = tokens.get_json()["access_token"]
+    assert browser.client.get("/userinfo", headers=bearer(access_token)).status_code == 200
+
+    pg_cluster.stop("fast")
+    pg_cluster.start()
+    time.sleep(TRUSTED_FOR + 0.2)
+
+    assert browser.client.get("/userinfo", headers=bearer(access_token)).status_code == 200
+    assert browser.client.get("/").status_code == 200
 
 
 def test_a_code_exchange_refused_for_a_postgres_outage_can_be_retried(fault_app, pg_cluster, redis_server):

@@ -5,13 +5,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import joinedload
 
 from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
 from .models import Grant, RefreshToken
+
+# The statements and loader options of the refresh path, built once: on every refresh, building them again cost
+# about as much as running them. Core statements on the table, not ORM ones: nothing reads the rows back in the
+# request, and the ORM's paths cost more than the statements themselves.
+_refresh_tokens = RefreshToken.__table__
+_INSERT_REFRESH_TOKEN = insert(_refresh_tokens)
+_MARK_ROTATED = (
+    update(_refresh_tokens)
+    .where(_refresh_tokens.c.token_hash == bindparam("presented_hash"), _refresh_tokens.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+)
+_WITH_USER = [joinedload(Grant.user)]
+_WITH_GRANT_AND_USER = [joinedload(RefreshToken.grant).joinedload(Grant.user)]
 
 
 def create_grant(
@@ -48,7 +61,7 @@ def create_grant(
 
 def get_grant(grant_id: str, *, with_user: bool = False) -> Grant | None:
     """The grant; ``with_user`` loads its user in the same query (a later ``get_user`` then needs none)."""
-    return db.session.get(Grant, grant_id, options=[joinedload(Grant.user)] if with_user else None)
+    return db.session.get(Grant, grant_id, options=_WITH_USER if with_user else None)
 
 
 def is_grant_active(grant: Grant | None) -> bool:
@@ -100,18 +113,17 @@ def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
     """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
     token = new_token(32)
     now = clock.now()
-    # A plain INSERT on the table, not an object for the unit of work nor an ORM statement: nothing reads the
-    # row back in this request, and either ORM path cost more than the statement. The grant it refers to may be
-    # new in this transaction: flushed first, as Core statements do not autoflush.
+    # The grant it refers to may be new in this transaction: flushed first, as Core statements do not autoflush.
     if db.session.new:
         db.session.flush()
-    db.session.execute(
-        insert(RefreshToken.__table__).values(
-            token_hash=sha256_hex(token),
-            grant_id=grant.id,
-            issued_at=now,
-            expires_at=min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at),
-        )
+    db.session.connection().execute(
+        _INSERT_REFRESH_TOKEN,
+        {
+            "token_hash": sha256_hex(token),
+            "grant_id": grant.id,
+            "issued_at": now,
+            "expires_at": min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at),
+        },
     )
     return token
 
@@ -120,17 +132,12 @@ def find_refresh_token(token: str) -> RefreshToken | None:
     if not token or len(token) > 200:
         return None
     # With its grant (a joined relationship) and the grant's user, whom the refresh grant asks for next.
-    return db.session.get(
-        RefreshToken, sha256_hex(token), options=[joinedload(RefreshToken.grant).joinedload(Grant.user)]
-    )
+    return db.session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
 
 
 def mark_rotated(refresh_token: RefreshToken) -> bool:
     """Mark the token used, atomically: of two concurrent uses exactly one gets True, the other is a replay."""
-    table = RefreshToken.__table__  # a Core UPDATE: the ORM's bulk-update path costs more than the statement
-    result = db.session.execute(
-        update(table)
-        .where(table.c.token_hash == refresh_token.token_hash, table.c.rotated_at.is_(None))
-        .values(rotated_at=clock.now())
+    result = db.session.connection().execute(
+        _MARK_ROTATED, {"presented_hash": refresh_token.token_hash, "now": clock.now()}
     )
     return result.rowcount == 1
