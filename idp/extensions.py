@@ -1,7 +1,5 @@
 """Flask extensions, created once here and bound to the app in :func:`idp.create_app`."""
 
-from functools import lru_cache
-
 from flask import current_app, request
 from flask_babel import Babel
 from flask_limiter import Limiter
@@ -9,9 +7,7 @@ from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from limits import RateLimitItem, parse
 from sqlalchemy import MetaData
-from werkzeug.exceptions import TooManyRequests
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -54,26 +50,3 @@ class _Limiter(Limiter):
 
 
 limiter = _Limiter(key_func=_client_key, default_limits=[])
-
-
-class LimitExceeded(TooManyRequests):
-    """A 429 whose ``Retry-After`` is the limit's window."""
-
-    def __init__(self, item: RateLimitItem) -> None:
-        super().__init__(description=str(item))
-        self.retry_after = item.get_expiry()
-
-
-@lru_cache(maxsize=64)
-def _parsed(limit: str) -> RateLimitItem:
-    return parse(limit)
-
-
-def charge_address(limit: str, scope: str) -> None:
-    """Count this request against ``limit`` (e.g. "600 per minute") for its client address, in Flask-Limiter's
-    storage; raise :class:`LimitExceeded` when it is used up.
-
-    For the protocol endpoints, which relying parties call most: one command to the store, where the
-    ``@limiter.limit`` decorator costs Flask-Limiter's whole evaluation (its exemption scopes, twice a request)."""
-    if not limiter.limiter.hit(_parsed(limit), _client_key(), scope):
-        raise LimitExceeded(_parsed(limit))

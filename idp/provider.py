@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
@@ -14,6 +14,9 @@ from .mail import MailSender
 from .registry import IdentityRegistry
 from .sms import SmsSender
 from .store.kv import KeyValueStore
+
+if TYPE_CHECKING:
+    from .ops.address_limits import AddressLimits
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +40,13 @@ class Provider:
         from .oidc.endpoints.discovery import provider_metadata
 
         return provider_metadata(self)
+
+    @cached_property
+    def address_limits(self) -> AddressLimits:
+        """This worker's per-address counts of the protocol endpoints' limits (see idp.ops.address_limits)."""
+        from .ops.address_limits import AddressLimits
+
+        return AddressLimits(self.store)
 
     def url(self, path: str) -> str:
         """An absolute URL under the issuer (endpoints are advertised this way in discovery)."""

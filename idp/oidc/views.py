@@ -8,7 +8,8 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from flask_babel import gettext
 from werkzeug.datastructures import MultiDict
 
-from ..extensions import charge_address, csrf
+from ..extensions import csrf
+from ..ops.address_limits import charge_address
 from ..provider import current_provider
 from ..scopes import claims_for_scopes
 from ..store import audit, commit

@@ -39,8 +39,8 @@ class KeyValueStore(Protocol):
     def consume(self, key: str) -> dict[str, Any] | None:
         """Atomically read and delete: of two callers, at most one gets the value (single-use records)."""
 
-    def incr(self, key: str, ttl: int) -> int:
-        """Atomically add one to a counter and return the new value; the first increment starts its ``ttl``."""
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
+        """Atomically add ``amount`` to a counter and return the new value; the first increment starts its ``ttl``."""
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
@@ -105,16 +105,16 @@ class MemoryStore:
                 del self._records[key]
         return None if payload is None else json.loads(payload)
 
-    def incr(self, key: str, ttl: int) -> int:
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
         now = time.monotonic()
         with self._lock:
             payload = self._live(key, now)
             if payload is None:
                 self._sweep(now)
-                self._records[key] = (now + ttl, "1")
-                return 1
+                self._records[key] = (now + ttl, str(amount))
+                return amount
             expires_at = self._records[key][0]
-            value = int(payload) + 1
+            value = int(payload) + amount
             self._records[key] = (expires_at, str(value))
             return value
 
@@ -126,11 +126,11 @@ class MemoryStore:
         return True
 
 
-#: INCR and, on the first increment, EXPIRE, in one step (Lua runs atomically on a plain server, a Sentinel-watched
+#: INCRBY and, on the first increment, EXPIRE, in one step (Lua runs atomically on a plain server, a Sentinel-watched
 #: master and a Cluster alike, where MULTI/EXEC pipelines are not available).
 _INCR_WITH_TTL = """
-local value = redis.call('INCR', KEYS[1])
-if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local value = redis.call('INCRBY', KEYS[1], ARGV[2])
+if value == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
 
@@ -188,8 +188,8 @@ class RedisStore:
         payload = self._call("getdel", self.prefix + key)
         return None if payload is None else json.loads(payload)
 
-    def incr(self, key: str, ttl: int) -> int:
-        return int(self._call("eval", _INCR_WITH_TTL, 1, self.prefix + key, ttl))
+    def incr(self, key: str, ttl: int, amount: int = 1) -> int:
+        return int(self._call("eval", _INCR_WITH_TTL, 1, self.prefix + key, ttl, amount))
 
     def delete(self, key: str) -> None:
         self._call("delete", self.prefix + key)
