@@ -24,7 +24,7 @@ csrf = CSRFProtect()
 babel = Babel()
 
 
-#: Protocol endpoints, which apply their own limits with :func:`charge_address` (the token endpoint) or have
+#: Protocol endpoints, which apply their own limits (the token endpoint: idp.ops.address_limits) or have
 #: none, so Flask-Limiter's per-request evaluation is skipped for them.
 SELF_LIMITED_ENDPOINTS = frozenset(
     {"oidc.token", "oidc.introspect", "oidc.revoke", "oidc.userinfo", "oidc.public_document"}
