@@ -238,7 +238,12 @@ class Hoviyat:
             import redis
 
             r = redis.Redis.from_url(REDIS_URL)
-            keys = list(r.scan_iter(match=self.redis_prefix + "*", count=1000))
+            # Ours, and Flask-Limiter's counters, which its storage files under "LIMITS:LIMITER/" + our prefix.
+            keys = [
+                key
+                for pattern in (self.redis_prefix + "*", "LIMITS:LIMITER/" + self.redis_prefix + "*")
+                for key in r.scan_iter(match=pattern, count=1000)
+            ]
             for i in range(0, len(keys), 1000):
                 r.delete(*keys[i : i + 1000])
             subprocess.run([*PG_ADMIN, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'], check=False)
