@@ -55,6 +55,8 @@ from .faults_support import (
 )
 from .helpers import (
     Browser,
+    ClientInfo,
+    UserInfo,
     add_registry_person,
     authorization_params,
     browser_for,
@@ -242,15 +244,20 @@ def put_in_registry(app: Flask, person: Person = PERSON) -> None:
 # -- 1. Redis stopped and started again --------------------------------------------------------------------------
 
 
-def test_redis_outage_gives_503_and_service_resumes_when_redis_is_back(fault_app, redis_server, tmp_path):
-    app = fault_app(f"sqlite:///{tmp_path / 'faults.sqlite3'}", redis_server.url)
+def signed_in(app: Flask) -> tuple[UserInfo, ClientInfo, Browser, str]:
+    """A user, a relying party and an English browser that went through the code flow; with the access token."""
     user = create_test_user(app)
     rp = create_test_client(app)
     browser = english_browser(app)
     code, verifier, _ = get_code(browser, rp, user)
     tokens = exchange_code(browser.client, rp, code, verifier)
     assert tokens.status_code == 200, tokens.get_json()
-    access_token = tokens.get_json()["access_token"]
+    return user, rp, browser, tokens.get_json()["access_token"]
+
+
+def test_redis_outage_gives_503_and_service_resumes_when_redis_is_back(fault_app, redis_server, tmp_path):
+    app = fault_app(f"sqlite:///{tmp_path / 'faults.sqlite3'}", redis_server.url)
+    user, rp, browser, access_token = signed_in(app)
     pending_code, pending_verifier, _ = get_code(browser, rp, user)  # consent is remembered: straight back
     assert_ready(browser.client)
 
@@ -291,13 +298,7 @@ def test_redis_outage_gives_503_and_service_resumes_when_redis_is_back(fault_app
 
 def test_postgres_outage_gives_503_and_service_resumes_when_postgres_is_back(fault_app, pg_cluster, redis_server):
     app = fault_app(pg_cluster.create_database("hoviyat"), redis_server.url)
-    user = create_test_user(app)
-    rp = create_test_client(app)
-    browser = english_browser(app)
-    code, verifier, _ = get_code(browser, rp, user)
-    tokens = exchange_code(browser.client, rp, code, verifier)
-    assert tokens.status_code == 200, tokens.get_json()
-    access_token = tokens.get_json()["access_token"]
+    user, rp, browser, access_token = signed_in(app)
     pending_code, pending_verifier, _ = get_code(browser, rp, user)
     visitor = english_browser(app)
     login_page = visitor.get("/login")
@@ -335,13 +336,7 @@ def test_a_postgres_restart_during_a_quiet_spell_is_not_seen_by_the_next_request
     # The pool's connections all died with the restart; one idle for longer than TRUSTED_FOR is tested before
     # use and replaced, so the first request after the quiet spell is served, not refused.
     app = fault_app(pg_cluster.create_database("hoviyat"), redis_server.url)
-    user = create_test_user(app)
-    rp = create_test_client(app)
-    browser = english_browser(app)
-    code, verifier, _ = get_code(browser, rp, user)
-    tokens = exchange_code(browser.client, rp, code, verifier)
-    assert tokens.status_code == 200, tokens.get_json()
-    access_token = tokens.get_json()["access_token"]
+    _, _, browser, access_token = signed_in(app)
     assert browser.client.get("/userinfo", headers=bearer(access_token)).status_code == 200
 
     pg_cluster.stop("fast")
