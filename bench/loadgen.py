@@ -152,7 +152,7 @@ class Generator:
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Generator:
-        # Keep-alive where the server keeps connections open (gunicorn's gthread worker and node both do).
+        # Keep-alive where the server keeps connections open (gunicorn's workers and node all do).
         self.connector = aiohttp.TCPConnector(limit=0)
         self.http = aiohttp.ClientSession(connector=self.connector, timeout=self.timeout)
         return self

@@ -9,21 +9,27 @@ import tempfile
 from typing import Any
 
 import click
-from flask import Flask
 from flask.cli import with_appcontext
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import generated_secrets
+from ..oidc import paths
+from ..ops.asgi_bridge import WsgiOnAsgi
 from ..provider import current_provider
 from ..store.schema import schema_is_current
+
+#: Requests answered on the worker's event loop itself, not through its threads: they wait on nothing but our own
+#: database for a moment (published documents, liveness), and the hop to a thread would cost more than they do.
+INLINE_PATHS = (paths.DISCOVERY, paths.JWKS, "/healthz")
 
 
 class ProviderApplication(BaseApplication):
     """Gunicorn running our app factory in each worker (nothing shared across a fork but the config)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], threads: int) -> None:
         self.options = options
+        self.threads = threads
         super().__init__()
 
     def load_config(self) -> None:
@@ -31,10 +37,13 @@ class ProviderApplication(BaseApplication):
             if key in self.cfg.settings:  # control_socket_disable exists from gunicorn 24 on
                 self.cfg.set(key, value)
 
-    def load(self) -> Flask:
+    def load(self) -> WsgiOnAsgi:
         from .. import create_app
 
-        return create_app()
+        app = create_app()
+        return WsgiOnAsgi(
+            app, threads=self.threads, max_body=app.config["MAX_CONTENT_LENGTH"], inline_paths=INLINE_PATHS
+        )
 
 
 def return_large_buffers_to_the_system() -> None:
@@ -171,8 +180,12 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
         {
             "bind": bind,
             "workers": workers,
-            "worker_class": "gthread",
-            "threads": threads,
+            # gunicorn's asyncio worker reads requests and writes answers on its event loop; our WSGI app runs
+            # in a pool of `threads` threads beside it (idp.ops.asgi_bridge says why not the gthread worker).
+            "worker_class": "asgi",
+            "asgi_lifespan": "on",
+            "asgi_loop": "auto",  # uvloop where it is installed (a dependency except on Windows)
+            "http_parser": "auto",  # gunicorn_h1c, from gunicorn[fast]
             # Our own access line (JSON, request id, no query string) replaces gunicorn's.
             "accesslog": None,
             "errorlog": "-",
@@ -188,7 +201,8 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
             "child_exit": _child_exit,
             # gunicorn's control socket lives in one place per user; several instances on a machine would collide.
             "control_socket_disable": True,
-        }
+        },
+        threads=threads,
     )
     application.observability = settings
     from ..ops import logs
