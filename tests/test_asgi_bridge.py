@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,24 @@ def _scope(method="GET", path="/", query=b"", headers=(), client=("203.0.113.9",
     }
 
 
+def _run_on_a_loop_of_its_own(coroutine) -> None:
+    """asyncio.run in a thread of its own: the test's thread may already run a loop (Playwright's, in a browser
+    test before this one on the same pytest worker), where asyncio.run refuses to start."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as error:  # handed to the test
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="test-loop")
+    thread.start()
+    thread.join(timeout=30)
+    if failure:
+        raise failure[0]
+
+
 def _call(bridge, scope, body_chunks=(b"",), disconnect=False):
     """Drive the bridge like gunicorn does; returns (status, headers, body, messages the bridge received)."""
     incoming = [{"type": "http.request", "body": chunk, "more_body": i < len(body_chunks) - 1}
@@ -60,7 +79,7 @@ def _call(bridge, scope, body_chunks=(b"",), disconnect=False):
     async def send(message):
         sent.append(message)
 
-    asyncio.run(bridge(scope, receive, send))
+    _run_on_a_loop_of_its_own(bridge(scope, receive, send))
     if not sent:
         return None, {}, b"", received
     start, *bodies = sent
@@ -116,7 +135,7 @@ def test_the_protocol_endpoints_and_pages_run_in_the_pool_and_the_published_docu
     _, _, pooled, _ = _call(bridge, _scope(path="/token"))
     _, _, inline, _ = _call(bridge, _scope(path="/jwks.json"))
     assert json.loads(pooled)["thread"].startswith("wsgi")
-    assert json.loads(inline)["thread"] == threading.current_thread().name
+    assert json.loads(inline)["thread"] == "test-loop"
 
 
 def test_a_declared_body_over_the_limit_is_dropped_and_the_app_refuses_it(app):
@@ -221,7 +240,7 @@ def test_lifespan_is_answered():
     async def send(message):
         sent.append(message["type"])
 
-    asyncio.run(bridge({"type": "lifespan"}, receive, send))
+    _run_on_a_loop_of_its_own(bridge({"type": "lifespan"}, receive, send))
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
@@ -239,9 +258,15 @@ def _answers(port: int, path: str) -> bool:
             return False
 
 
+@dataclass
+class Served:
+    address: str
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[str]:
-    """`idp serve --workers 1` on SQLite and the in-process store (no PostgreSQL or Redis needed)."""
+def served(tmp_path_factory) -> Iterator[Served]:
+    """`idp serve --workers 1` on SQLite and the in-process store (no PostgreSQL or Redis needed), logging text."""
     root = tmp_path_factory.mktemp("served")
     port = free_port()
     (root / "config.toml").write_text(
@@ -274,7 +299,7 @@ dir = "{root / "keys"}"
             assert process.poll() is None, (root / "serve.log").read_text()
             assert time.monotonic() < deadline, (root / "serve.log").read_text()
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield Served(f"127.0.0.1:{port}", root / "serve.log")
     finally:
         process.terminate()
         try:
@@ -294,7 +319,7 @@ def test_one_kept_alive_connection_serves_request_after_request(served):
         ("GET", "/login", None, 200),
         ("GET", "/healthz", None, 200),
     ]
-    with contextlib.closing(http.client.HTTPConnection(served, timeout=5)) as connection:
+    with contextlib.closing(http.client.HTTPConnection(served.address, timeout=5)) as connection:
         for method, path, body, expected in asked:
             headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
             connection.request(method, path, body=body, headers=headers)
@@ -305,7 +330,7 @@ def test_one_kept_alive_connection_serves_request_after_request(served):
 
 
 def test_a_persian_page_and_a_too_large_request_s_json_error_come_back_whole(served):
-    with contextlib.closing(http.client.HTTPConnection(served, timeout=5)) as connection:
+    with contextlib.closing(http.client.HTTPConnection(served.address, timeout=5)) as connection:
         connection.request("GET", "/login", headers={"Accept-Language": "fa"})
         response = connection.getresponse()
         page = response.read().decode("utf-8")
@@ -323,3 +348,14 @@ def test_a_persian_page_and_a_too_large_request_s_json_error_come_back_whole(ser
         response = connection.getresponse()
         assert response.status == 200
         response.read()
+
+
+def test_gunicorn_s_own_lines_are_logged_with_their_process_id(served):
+    """Our log set-up leaves the process id out of log records (a system call per line) and gives it from memory:
+    gunicorn's lines print it, and without it every one of them came out as a "Logging error" traceback."""
+    log = served.log.read_text(encoding="utf-8", errors="replace")
+    assert "Logging error" not in log
+    booted = [line for line in log.splitlines() if "Booting worker with pid" in line]
+    assert booted
+    pid = booted[0].rsplit(" ", 1)[-1]
+    assert f"[{pid}] [INFO]" in booted[0]

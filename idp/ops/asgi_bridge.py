@@ -2,12 +2,12 @@
 
 Why not gunicorn's gthread worker: each request on a kept-alive connection passes from its poller thread to a
 pool thread and back, and on this kind of machine that machinery alone held a worker to 3,500-4,500 requests a
-second answering a fixed body (an ASGI app on the asyncio worker: 15,000). Why not the a2wsgi bridge: it sends
-every response message from the thread back to the event loop and waits for it (three crossings per request):
-2,400 a second, below gthread. Here the whole request body is read on the event loop first (it is small: the
-app refuses more than ``MAX_CONTENT_LENGTH``), the app runs once with a buffered input, its whole answer is
-collected (every answer of ours is small and finite), and the loop sends it: 7,500 a second through a thread,
-11,000 when run on the loop itself (figures in docs/benchmarks.md).
+second answering a fixed body (a bare ASGI app on the asyncio worker: 15,000). Why not the a2wsgi bridge: it
+sends every response message from the thread back to the event loop and waits for it (three crossings per
+request): 2,400 a second, below gthread. Here the whole request body is read on the event loop first (it is
+small: the app refuses more than ``MAX_CONTENT_LENGTH``), the app runs once with a buffered input, its whole
+answer is collected (every answer of ours is small and finite), and the loop sends it: 7,100-8,100 a second
+through a thread (bench/floor.py measures it before every benchmark), 11,000 run on the loop itself.
 
 Running on the loop itself blocks every other connection of the worker for the time of the request, so only
 requests that never wait on anything but our own PostgreSQL and Redis are run there (``inline_paths``): the
@@ -104,7 +104,7 @@ class WsgiOnAsgi:
         if declared is None and not any(name == b"transfer-encoding" for name, _ in scope["headers"]):
             return b""  # HTTP/1.1: no length and not chunked, no body
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            if int(declared) <= DRAIN_LIMIT and not await self._drain(receive, int(declared)):
+            if int(declared) <= DRAIN_LIMIT and not await self._drain(receive, DRAIN_LIMIT):
                 return None
             return b""
         chunks: list[bytes] = []
@@ -126,15 +126,15 @@ class WsgiOnAsgi:
 
     @staticmethod
     async def _drain(receive: Callable, most: int) -> bool:
-        """Read and drop up to ``most`` more bytes of a body; False when the client went away."""
-        while most > 0:
+        """Read and drop the rest of a body, to its last message, giving up past ``most`` bytes (the server then
+        closes the connection after the answer); False when the client went away."""
+        while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return False
             most -= len(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        return True
+            if not message.get("more_body", False) or most < 0:
+                return True
 
     @staticmethod
     def environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
