@@ -26,6 +26,10 @@ from ..store.models import Client, Grant, User
 from .claims import released_claim_names, subject_for, user_claims
 
 ACCESS_TOKEN_TYPE = "at+jwt"
+#: How long a worker may remember that an access token was not revoked instead of asking Redis again. A
+#: revocation reaches every worker at once through the store's announcements (idp.store.absences); this bounds
+#: the time a worker whose subscription died unnoticed could still say "active".
+REVOCATION_MEMORY_SECONDS = 5.0
 
 
 def sign_jwt(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> str:
@@ -113,11 +117,11 @@ class AccessToken:
     def is_revoked(self) -> bool:
         if self.grant is not None and not grant_store.is_grant_active(self.grant):
             return True
-        return current_provider().store.get(_revoked_key(self.jti)) is not None
+        return not current_provider().store.is_absent(_revoked_key(self.jti), REVOCATION_MEMORY_SECONDS)
 
     def revoke(self) -> None:
         ttl = max(self.expires_at - clock.timestamp(), 0) + 1
-        current_provider().store.put(_revoked_key(self.jti), {}, ttl)
+        current_provider().store.put_and_announce(_revoked_key(self.jti), {}, ttl)
 
 
 def _revoked_key(jti: str) -> str:

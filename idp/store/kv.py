@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import redis
 
+from .absences import AbsenceMemory
+
 
 class StoreUnavailable(RuntimeError):
     """The key-value store cannot be reached."""
@@ -44,6 +46,13 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+
+    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        """Store like put(), and make every process forget that it found ``key`` absent (see is_absent)."""
+
+    def is_absent(self, key: str, remember_for: float) -> bool:
+        """True when ``key`` holds nothing. This process may remember the absence for up to ``remember_for``
+        seconds instead of asking again, but never past a put_and_announce() of the key by any process."""
 
     def ping(self) -> bool:
         """True when the store answers."""
@@ -122,6 +131,12 @@ class MemoryStore:
         with self._lock:
             self._records.pop(key, None)
 
+    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        self.put(key, value, ttl)
+
+    def is_absent(self, key: str, remember_for: float) -> bool:
+        return self.get(key) is None  # already in this process: nothing to remember
+
     def ping(self) -> bool:
         return True
 
@@ -133,6 +148,16 @@ local value = redis.call('INCRBY', KEYS[1], ARGV[2])
 if value == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
+
+#: SET with a time to live and PUBLISH of the key on the announcement channel, as one step: no process can see
+#: the record written and miss its announcement.
+_SET_AND_ANNOUNCE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+return 1
+"""
+#: The channel (after the key prefix) on which written keys are announced to every worker's AbsenceMemory.
+ANNOUNCEMENTS = "announced-writes"
 
 
 class RedisStore:
@@ -155,6 +180,8 @@ class RedisStore:
         self.limiter_options = self.target.limiter_options
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self.announcements = prefix + ANNOUNCEMENTS
+        self.absences = AbsenceMemory(self._subscribe_to_announcements)
 
     @property
     def _redis(self) -> Any:
@@ -193,6 +220,35 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         self._call("delete", self.prefix + key)
+
+    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
+        payload = json.dumps(value, separators=(",", ":"))
+        self._call("eval", _SET_AND_ANNOUNCE, 1, self.prefix + key, payload, ttl, self.announcements)
+
+    def is_absent(self, key: str, remember_for: float) -> bool:
+        full_key = self.prefix + key
+        remembered, epoch = self.absences.recall(full_key)
+        if remembered:
+            return True
+        absent = not self._call("exists", full_key)
+        if absent and epoch is not None:
+            self.absences.remember(full_key, epoch, remember_for)
+        return absent
+
+    def _subscribe_to_announcements(self) -> Any:
+        pubsub = self._redis.pubsub()
+        try:
+            pubsub.subscribe(self.announcements)
+            # Only once Redis confirms is every later announcement delivered to us.
+            deadline = time.monotonic() + 2
+            while (left := deadline - time.monotonic()) > 0:
+                message = pubsub.get_message(timeout=left)
+                if message is not None and message.get("type") == "subscribe":
+                    return pubsub
+            raise redis.TimeoutError("Redis did not confirm the subscription")
+        except BaseException:
+            pubsub.close()
+            raise
 
     def ping(self) -> bool:
         try:

@@ -1,0 +1,110 @@
+"""A worker's memory of keys it found absent in Redis, forgotten as soon as any process announces a write.
+
+Introspection and userinfo ask Redis on every call whether the access token was revoked, and the answer is
+nearly always "no": one round trip per request, a third of an introspection's cost under load. A key written
+with :meth:`RedisStore.put_and_announce` is set and published on one channel in one script, and every worker
+stays subscribed to that channel: before it trusts anything it remembers, a worker reads the announcements
+waiting on its subscription (a non-blocking read, no round trip), so a revocation acknowledged to the revoker
+is already in each worker's socket when the next request arrives.
+
+Nothing is remembered unless the subscription is up and was up before the key was looked up: a broken
+subscription (Redis restarted, a fail-over) forgets everything, and so does a new one (announcements made in
+between were lost). An announcement read between a lookup and its remembering cancels the remembering. Each
+absence is also remembered for a bounded time only, the caller's ``remember_for``: the limit of being wrong
+when a subscription dies without its socket noticing (a network partition with no reset).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+#: How long a worker waits before subscribing again after it could not.
+RESUBSCRIBE_AFTER = 1.0
+#: Absences one worker remembers at most (the oldest are forgotten first); ~150 bytes each.
+CAPACITY = 10_000
+
+
+class AbsenceMemory:
+    """Per process; thread-safe. ``subscribe()`` gives a redis-py PubSub already subscribed to the channel."""
+
+    def __init__(self, subscribe: Callable[[], Any], capacity: int = CAPACITY) -> None:
+        self._subscribe = subscribe
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._pubsub: Any = None
+        self._absent: dict[str, float] = {}  # key -> monotonic time it stops being trusted
+        self._epoch = 0  # moves with every announcement read and every new subscription
+        self._retry_at = 0.0
+
+    def recall(self, key: str) -> tuple[bool, int | None]:
+        """(remembered absent, epoch to pass to :meth:`remember` after a lookup, or None: do not remember)."""
+        with self._lock:
+            if not self._catch_up():
+                return False, None
+            deadline = self._absent.get(key)
+            if deadline is not None:
+                if deadline > time.monotonic():
+                    return True, self._epoch
+                del self._absent[key]
+            return False, self._epoch
+
+    def remember(self, key: str, epoch: int, remember_for: float) -> None:
+        """Remember ``key`` absent, unless an announcement (of any key) was read since ``epoch``."""
+        with self._lock:
+            if not self._catch_up() or self._epoch != epoch:
+                return
+            if len(self._absent) >= self._capacity:
+                del self._absent[next(iter(self._absent))]
+            self._absent[key] = time.monotonic() + remember_for
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _catch_up(self) -> bool:
+        """Under the lock: read the announcements waiting. False when nothing remembered may be trusted now."""
+        if self._pubsub is None and not self._resubscribe():
+            return False
+        try:
+            while (message := self._pubsub.get_message(timeout=0.0)) is not None:
+                if message.get("type") == "message":
+                    key = message["data"]
+                    self._absent.pop(key.decode() if isinstance(key, bytes) else key, None)
+                    self._epoch += 1
+        except (redis.RedisError, OSError) as error:
+            log.warning("lost the announcement channel (%s); asking Redis every time until it is back", error)
+            self._drop()
+            return False
+        return True
+
+    def _resubscribe(self) -> bool:
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + RESUBSCRIBE_AFTER
+        try:
+            self._pubsub = self._subscribe()
+        except (redis.RedisError, OSError):
+            return False
+        # Whatever was announced while there was no subscription is lost: start from nothing.
+        self._absent.clear()
+        self._epoch += 1
+        return True
+
+    def _drop(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        self._absent.clear()
+        self._epoch += 1
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except (redis.RedisError, OSError):
+                log.debug("closing the announcement channel failed", exc_info=True)

@@ -1,0 +1,148 @@
+"""Remembered absences (idp.store.absences): a worker may skip asking Redis whether an access token was revoked,
+but must never say "not revoked" after any worker revoked it. Each RedisStore here stands for one worker: its
+own memory and its own subscription, the same Redis and prefix."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from idp.store.kv import MemoryStore, RedisStore
+
+from .test_kv_store import REDIS_URL, _redis_down
+
+KEY = "revoked-access-token:abc"
+
+
+@pytest.fixture
+def workers() -> Iterator[tuple[RedisStore, RedisStore]]:
+    reason = _redis_down()
+    if reason:
+        pytest.skip(reason)
+    prefix = f"idp-absence-test-{secrets.token_hex(6)}:"
+    first, second = RedisStore(REDIS_URL, prefix), RedisStore(REDIS_URL, prefix)
+    try:
+        yield first, second
+    finally:
+        first.absences.close()
+        second.absences.close()
+        first.delete_prefix()
+
+
+def _count_lookups(store: RedisStore) -> list[str]:
+    """Make ``store`` record each EXISTS it sends."""
+    asked: list[str] = []
+    call = store._call
+
+    def counting(method, *args, **kwargs):
+        if method == "exists":
+            asked.append(args[0])
+        return call(method, *args, **kwargs)
+
+    store._call = counting  # type: ignore[method-assign]
+    return asked
+
+
+def test_an_absence_is_remembered_and_a_write_elsewhere_is_seen_at_once(workers):
+    first, second = workers
+    asked = _count_lookups(first)
+    assert first.is_absent(KEY, remember_for=60) is True
+    assert first.is_absent(KEY, remember_for=60) is True
+    assert len(asked) == 1  # the second answer came from memory
+    second.put_and_announce(KEY, {}, ttl=60)
+    assert first.is_absent(KEY, remember_for=60) is False  # no waiting: the announcement was read first
+    assert first.get(KEY) == {}
+    assert second.is_absent(KEY, remember_for=60) is False
+
+
+def test_a_plain_write_is_not_announced_so_an_absence_is_kept_only_for_its_time(workers):
+    first, second = workers
+    assert first.is_absent(KEY, remember_for=0.3) is True
+    second.put(KEY, {}, ttl=60)  # not announced
+    assert first.is_absent(KEY, remember_for=0.3) is True  # remembered, as documented for unannounced writes
+    time.sleep(0.35)
+    assert first.is_absent(KEY, remember_for=0.3) is False
+
+
+def test_an_announcement_read_between_a_lookup_and_its_remembering_cancels_it(workers):
+    """The race the epoch guards: this worker finds the key absent, another worker writes and announces it
+    before this one remembers the absence. Remembering it then would say "absent" until it expires."""
+    first, second = workers
+    assert first.is_absent("warm-up", remember_for=60) is True  # subscribed
+    call = first._call
+
+    def lookup_then_revoked_elsewhere(method, *args, **kwargs):
+        answer = call(method, *args, **kwargs)
+        if method == "exists":
+            second.put_and_announce(KEY, {}, ttl=60)
+            time.sleep(0.05)  # the announcement is in this worker's socket before it remembers
+        return answer
+
+    first._call = lookup_then_revoked_elsewhere  # type: ignore[method-assign]
+    assert first.is_absent(KEY, remember_for=60) is True  # what Redis said at the time
+    first._call = call  # type: ignore[method-assign]
+    assert first.is_absent(KEY, remember_for=60) is False
+
+
+def test_a_lost_subscription_forgets_everything_and_asks_again(workers):
+    """Redis dropped this worker's subscription (a restart, a fail-over): an announcement made meanwhile is lost,
+    so nothing remembered from before may be trusted."""
+    first, second = workers
+    assert first.is_absent(KEY, remember_for=60) is True
+    admin = redis.Redis.from_url(REDIS_URL)
+    killed = admin.client_kill_filter(_type="pubsub", skipme=True)
+    assert killed >= 1
+    second.put(KEY, {}, ttl=60)  # written while nobody listened: no announcement reaches the first worker
+    time.sleep(0.05)
+    assert first.is_absent(KEY, remember_for=60) is False
+    # It subscribes again, with nothing remembered from before, and remembers from then on.
+    other = "revoked-access-token:other"
+    time.sleep(1.1)  # RESUBSCRIBE_AFTER
+    assert first.is_absent(KEY, remember_for=60) is False
+    asked = _count_lookups(first)
+    assert first.is_absent(other, remember_for=60) is True
+    assert first.is_absent(other, remember_for=60) is True
+    assert len(asked) == 1
+
+
+def test_without_redis_nothing_is_remembered_and_the_store_failure_shows():
+    from idp.store.kv import StoreUnavailable
+
+    store = RedisStore("redis://127.0.0.1:1/0", "idp-absence-test-down:")
+    with pytest.raises(StoreUnavailable):
+        store.is_absent(KEY, remember_for=60)
+    assert store.absences.recall(store.prefix + KEY) == (False, None)
+
+
+def test_the_in_process_store_has_nothing_to_remember():
+    store = MemoryStore()
+    assert store.is_absent(KEY, remember_for=60) is True
+    store.put_and_announce(KEY, {"v": 1}, ttl=60)
+    assert store.is_absent(KEY, remember_for=60) is False
+    assert store.get(KEY) == {"v": 1}
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # two workers share Redis, not process memory
+def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted_it(backend, tmp_path):
+    """End to end over two apps sharing the store (two workers): introspection at the second says active (and
+    remembers it), the first revokes, the second says inactive on the very next call."""
+    from .conftest import make_app
+    from .helpers import create_test_client
+
+    first_app = make_app(backend, tmp_path / "one")
+    issuer = first_app.extensions["idp"].config.server
+    second_app = make_app(backend, tmp_path / "two", server={"issuer": issuer.issuer, "port": issuer.port})
+    machine = create_test_client(
+        first_app, grant_types=["client_credentials"], redirect_uris=[], scope="openid api:read"
+    )
+    auth = (machine.client_id, machine.client_secret)
+    one, two = first_app.test_client(), second_app.test_client()
+    token = one.post("/token", data={"grant_type": "client_credentials"}, auth=auth).get_json()["access_token"]
+    for _ in range(2):
+        assert two.post("/token/introspect", data={"token": token}, auth=auth).get_json()["active"] is True
+    assert one.post("/token/revoke", data={"token": token}, auth=auth).status_code == 200
+    assert two.post("/token/introspect", data={"token": token}, auth=auth).get_json() == {"active": False}
