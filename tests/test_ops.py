@@ -431,3 +431,25 @@ def test_a_client_credentials_token_is_one_access_line_naming_the_client(app, js
     assert line["message"] == f"POST /token 200 client_id={rp_client.client_id} grant_type=client_credentials"
     text = json_log.getvalue()
     assert response.get_json()["access_token"] not in text and str(rp_client.client_secret) not in text
+
+
+def test_request_ids_of_two_forked_workers_differ():
+    """Request ids come from Python's generator, not uuid4: each forked worker must get a generator of its own,
+    or two workers would give their requests the same ids."""
+    import os
+
+    from idp.ops.logs import new_request_id
+
+    new_request_id()  # the parent's generator is in use before the fork, as in gunicorn's master
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        os.write(write_end, "".join(new_request_id() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end) as pipe:
+        theirs = pipe.read()
+    ours = [new_request_id() for _ in range(4)]
+    assert len(theirs) == 128 and all(len(i) == 32 and int(i, 16) >= 0 for i in ours)
+    assert not {theirs[i : i + 32] for i in range(0, 128, 32)} & set(ours)

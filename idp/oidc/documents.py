@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
 
-from ..ops.logs import REQUEST_ID
+from ..ops.logs import REQUEST_ID, new_request_id
 from ..provider import Provider
 from . import paths
 
@@ -77,7 +76,7 @@ class PublicDocuments:
         status = 304 if not_modified else 200
         offered = environ.get("HTTP_X_REQUEST_ID", "")
         trusted = environ.get("idp.trusted_proxy") and REQUEST_ID.match(offered)
-        request_id = offered if trusted else uuid.uuid4().hex
+        request_id = offered if trusted else new_request_id()
         headers = [
             ("Content-Type", "application/json"),
             ("Cache-Control", f"public, max-age={max_age}"),
