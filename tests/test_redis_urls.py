@@ -255,6 +255,34 @@ def exercise_store(store: RedisStore) -> list[str]:
     return [store.prefix + key for key in [*keys, "counter"]]
 
 
+def exercise_announcements(url: str, prefix: str) -> int:
+    """Two stores as two workers: a write one announces is seen by the other on its very next lookup, whatever it
+    remembered. Returns how many lookups went to Redis for 6 keys looked up twice before their writes."""
+    first, second = RedisStore(url, prefix), RedisStore(url, prefix)
+    lookups = 0
+    call = first._call
+
+    def counting(method, *args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal lookups
+        lookups += method == "exists"
+        return call(method, *args, **kwargs)
+
+    first._call = counting  # type: ignore[method-assign]
+    try:
+        for n in range(6):  # keys over several hash slots
+            key = f"revoked-access-token:{n}"
+            assert first.is_absent(key, remember_for=60) is True
+            assert first.is_absent(key, remember_for=60) is True
+            second.put_and_announce(key, {}, ttl=60)
+            assert first.is_absent(key, remember_for=60) is False
+            assert second.get(key) == {}
+        return lookups - 6  # the lookups after the writes always ask
+    finally:
+        for store in (first, second):
+            if store.absences is not None:
+                store.absences.close()
+
+
 @contextlib.contextmanager
 def app_on(url: str, tmp_path: Path, **overrides: dict) -> Iterator:
     """An app on a SQLite file of its own and the Redis at ``url`` (not through conftest's app fixtures, whose
@@ -293,6 +321,8 @@ def test_store_through_sentinel(sentinel):
     master = redis.Redis(port=master_port)
     assert all(master.exists(key) for key in written)  # the records are on the master the Sentinel names
     assert store.delete_prefix() == len(written)
+    assert exercise_announcements(url, store.prefix) == 6  # remembered: one lookup per key before its write
+    assert store.delete_prefix() == 6
 
 
 @needs_redis_server
@@ -324,6 +354,10 @@ def test_store_through_cluster(cluster):
     assert len(holding) >= 2, holding
     assert store.delete_prefix() == len(written)
     assert sum(redis.Redis(port=port).dbsize() for port in ports) == 0
+    # Nothing remembered in a Cluster: an announcement may reach another node's subscribers after the writer's
+    # answer, so every lookup asks.
+    assert exercise_announcements(url, store.prefix) == 12
+    assert store.delete_prefix() == 6
 
 
 @needs_redis_server

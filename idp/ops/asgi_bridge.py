@@ -6,8 +6,9 @@ second answering a fixed body (a bare ASGI app on the asyncio worker: 15,000). W
 sends every response message from the thread back to the event loop and waits for it (three crossings per
 request): 2,400 a second, below gthread. Here the whole request body is read on the event loop first (it is
 small: the app refuses more than ``MAX_CONTENT_LENGTH``), the app runs once with a buffered input, its whole
-answer is collected (every answer of ours is small and finite), and the loop sends it: 7,100-8,100 a second
-through a thread (bench/floor.py measures it before every benchmark), 11,000 run on the loop itself.
+answer is collected (every answer of ours is small and finite), and the loop sends it: 7,100-12,700 a second
+through a thread as the machine varied (bench/floor.py measures it before every benchmark), 11,000 on the loop
+itself.
 
 Running on the loop itself blocks every other connection of the worker for the time of the request, so only
 requests that never wait on anything but our own PostgreSQL and Redis are run there (``inline_paths``): the
@@ -17,6 +18,7 @@ and the protocol endpoints (the token endpoint may fetch a client's ``jwks_uri``
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import sys
@@ -89,8 +91,6 @@ class WsgiOnAsgi:
         if scope["path"] in self.inline_paths:
             answer = self._run(environ)
         else:
-            import asyncio
-
             answer = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, environ)
         await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
         await send({"type": "http.response.body", "body": b"".join(answer.body)})

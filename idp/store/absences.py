@@ -7,6 +7,10 @@ stays subscribed to that channel: before it trusts anything it remembers, a work
 waiting on its subscription (a non-blocking read, no round trip), so a revocation acknowledged to the revoker
 is already in each worker's socket when the next request arrives.
 
+Not used with a Redis Cluster (every lookup asks there): a PUBLISH reaches the subscribers of other nodes
+through the cluster bus, after the writer already has its answer. With a plain server or a Sentinel-watched
+master, subscribers and writer are on the same server.
+
 Nothing is remembered unless the subscription is up and was up before the key was looked up: a broken
 subscription (Redis restarted, a fail-over) forgets everything, and so does a new one (announcements made in
 between were lost). An announcement read between a lookup and its remembering cancels the remembering. Each

@@ -181,7 +181,9 @@ class RedisStore:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self.announcements = prefix + ANNOUNCEMENTS
-        self.absences = AbsenceMemory(self._subscribe_to_announcements)
+        # Not in a Cluster: there an announcement reaches a worker subscribed on another node through the cluster
+        # bus, after the writer already has its answer (measured: up to ~40 ms later), so every lookup asks.
+        self.absences = AbsenceMemory(self._subscribe_to_announcements) if self.target.kind != "cluster" else None
 
     @property
     def _redis(self) -> Any:
@@ -227,6 +229,8 @@ class RedisStore:
 
     def is_absent(self, key: str, remember_for: float) -> bool:
         full_key = self.prefix + key
+        if self.absences is None:
+            return not self._call("exists", full_key)
         remembered, epoch = self.absences.recall(full_key)
         if remembered:
             return True
