@@ -453,3 +453,64 @@ def test_request_ids_of_two_forked_workers_differ():
     ours = [new_request_id() for _ in range(4)]
     assert len(theirs) == 128 and all(len(i) == 32 and int(i, 16) >= 0 for i in ours)
     assert not {theirs[i : i + 32] for i in range(0, 128, 32)} & set(ours)
+
+
+def _batched(interval: float = 0.05):
+    from idp.ops.logs import BatchedStreamHandler, JSONFormatter
+
+    stream = io.StringIO()
+    handler = BatchedStreamHandler(stream, interval=interval)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger(f"idp.test-batched-{id(handler)}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    return logger, handler, stream
+
+
+def _wait_for_lines(stream: io.StringIO, count: int, seconds: float = 3.0) -> list[dict]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        lines = stream.getvalue().splitlines()
+        if len(lines) >= count:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.01)
+    raise AssertionError(f"{count} lines expected, got: {stream.getvalue()!r}")
+
+
+def test_batched_log_lines_are_written_in_order_with_the_message_of_their_moment():
+    logger, _, stream = _batched()
+    detail = {"grant": "g1"}
+    for n in range(50):
+        logger.info("line %s %s", n, detail)
+    detail["grant"] = "changed after logging"  # the line keeps what was true when it was logged
+    lines = _wait_for_lines(stream, 50)
+    assert [line["message"] for line in lines] == [f"line {n} {{'grant': 'g1'}}" for n in range(50)]
+
+
+def test_a_batched_warning_is_written_at_once_and_secrets_are_still_redacted():
+    import time
+
+    logger, _, stream = _batched(interval=30)  # only the warning can wake the writer
+    started = time.monotonic()
+    logger.warning("refresh_token=abc.def replayed")
+    lines = _wait_for_lines(stream, 1)
+    assert time.monotonic() - started < 2
+    assert lines[0]["level"] == "warning" and "abc.def" not in lines[0]["message"]
+
+
+def test_a_forked_worker_does_not_write_its_parent_s_pending_lines_again():
+    import os
+
+    logger, handler, stream = _batched(interval=30)
+    logger.info("pending in the parent at the fork")
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        handler.flush()  # what its exit would do
+        os._exit(1 if stream.getvalue() else 0)
+    _, status = os.waitpid(child, 0)
+    assert os.WEXITSTATUS(status) == 0
+    handler.flush()
+    assert [line["message"] for line in _wait_for_lines(stream, 1)] == ["pending in the parent at the fork"]
