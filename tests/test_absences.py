@@ -18,6 +18,18 @@ from .test_kv_store import REDIS_URL, _redis_down
 KEY = "revoked-access-token:abc"
 
 
+def _seen_within(check, seconds: float = 1.0) -> bool:
+    """True once ``check()`` is true, within ``seconds``: an announcement reaches a subscriber in the same pass of
+    Redis's event loop as the writer's answer, which a starved machine can stretch to milliseconds. Far shorter
+    than the remembered time (60 s here), so only the announcement can make it true."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 @pytest.fixture
 def workers() -> Iterator[tuple[RedisStore, RedisStore]]:
     reason = _redis_down()
@@ -54,7 +66,7 @@ def test_an_absence_is_remembered_and_a_write_elsewhere_is_seen_at_once(workers)
     assert first.is_absent(KEY, remember_for=60) is True
     assert len(asked) == 1  # the second answer came from memory
     second.put_and_announce(KEY, {}, ttl=60)
-    assert first.is_absent(KEY, remember_for=60) is False  # no waiting: the announcement was read first
+    assert _seen_within(lambda: first.is_absent(KEY, remember_for=60) is False)
     assert first.get(KEY) == {}
     assert second.is_absent(KEY, remember_for=60) is False
 
@@ -129,7 +141,7 @@ def test_the_in_process_store_has_nothing_to_remember():
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # two workers share Redis, not process memory
 def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted_it(backend, tmp_path):
     """End to end over two apps sharing the store (two workers): introspection at the second says active (and
-    remembers it), the first revokes, the second says inactive on the very next call."""
+    remembers it), the first revokes, the second says inactive within moments."""
     from .conftest import make_app
     from .helpers import create_test_client
 
@@ -145,4 +157,7 @@ def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted
     for _ in range(2):
         assert two.post("/token/introspect", data={"token": token}, auth=auth).get_json()["active"] is True
     assert one.post("/token/revoke", data={"token": token}, auth=auth).status_code == 200
-    assert two.post("/token/introspect", data={"token": token}, auth=auth).get_json() == {"active": False}
+    # Within moments, far inside the 5 s a worker may remember "not revoked": the announcement did it.
+    assert _seen_within(
+        lambda: two.post("/token/introspect", data={"token": token}, auth=auth).get_json() == {"active": False}
+    )

@@ -27,7 +27,7 @@ from .claims import released_claim_names, subject_for, user_claims
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 #: How long a worker may remember that an access token was not revoked instead of asking Redis again. A
-#: revocation reaches every worker at once through the store's announcements (idp.store.absences); this bounds
+#: revocation reaches every worker within moments through the store's announcements (idp.store.absences); this bounds
 #: the time a worker whose subscription died unnoticed could still say "active".
 REVOCATION_MEMORY_SECONDS = 5.0
 

@@ -4,12 +4,15 @@ Introspection and userinfo ask Redis on every call whether the access token was 
 nearly always "no": one round trip per request, a third of an introspection's cost under load. A key written
 with :meth:`RedisStore.put_and_announce` is set and published on one channel in one script, and every worker
 stays subscribed to that channel: before it trusts anything it remembers, a worker reads the announcements
-waiting on its subscription (a non-blocking read, no round trip), so a revocation acknowledged to the revoker
-is already in each worker's socket when the next request arrives.
+waiting on its subscription (a non-blocking read, no round trip). Redis writes the announcement to every
+subscriber in the same pass of its event loop as the revoker's answer, so by the time a relying party has
+heard of the revocation and asked again, it is in each worker's socket; a lookup made within microseconds of the
+revocation (a few milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it
+could have raced the revocation itself.
 
 Not used with a Redis Cluster (every lookup asks there): a PUBLISH reaches the subscribers of other nodes
-through the cluster bus, after the writer already has its answer. With a plain server or a Sentinel-watched
-master, subscribers and writer are on the same server.
+through the cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a
+Sentinel-watched master, subscribers and writer are on the same server.
 
 Nothing is remembered unless the subscription is up and was up before the key was looked up: a broken
 subscription (Redis restarted, a fail-over) forgets everything, and so does a new one (announcements made in
