@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from ..config import generated_secrets
 from ..oidc import paths
 from ..ops.asgi_bridge import WsgiOnAsgi
+from ..ops.process_id import current_process_id
 from ..provider import current_provider
 from ..store.schema import schema_is_current
 
@@ -62,20 +63,8 @@ def return_large_buffers_to_the_system() -> None:
     libc.mallopt(m_mmap_threshold, 1024 * 1024)
 
 
-#: This process's id, for prometheus_client: it asks on every counter update (to notice a fork), and on this
-#: kind of machine each ``getpid`` system call costs as much as a few lines of Python. Set again after a fork.
-_process_id = os.getpid()
-
-
-def _current_process_id() -> int:
-    return _process_id
-
-
 def _post_fork(server: Any, worker: Any) -> None:
-    global _process_id
     from ..ops import logs
-
-    _process_id = os.getpid()
 
     return_large_buffers_to_the_system()
 
@@ -105,7 +94,7 @@ def _metrics_across_workers() -> str:
 
     folder = tempfile.mkdtemp(prefix="hoviyat-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-    values.ValueClass = values.MultiProcessValue(process_identifier=_current_process_id)
+    values.ValueClass = values.MultiProcessValue(process_identifier=current_process_id)
     return folder
 
 

@@ -12,7 +12,6 @@ import atexit
 import collections
 import json
 import logging
-import os
 import random
 import re
 import sys
@@ -22,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
+
+from .process_id import current_process_id
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 access_log = logging.getLogger("idp.access")
@@ -91,19 +92,14 @@ def new_request_id() -> str:
 
 
 class _RecordWithProcessId:
-    """A log record factory that fills in the process id it remembers (renewed in a forked child)."""
+    """A log record factory that fills in the process id from memory (idp.ops.process_id)."""
 
     def __init__(self, make_record: Callable[..., logging.LogRecord]) -> None:
         self.make_record = make_record
-        self.process_id = os.getpid()
-        os.register_at_fork(after_in_child=self._forked)
-
-    def _forked(self) -> None:
-        self.process_id = os.getpid()
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.make_record(*args, **kwargs)
-        record.process = self.process_id
+        record.process = current_process_id()
         return record
 
 
@@ -124,7 +120,7 @@ class BatchedStreamHandler(logging.Handler):
         self.interval = interval
         self._pending: collections.deque[logging.LogRecord] = collections.deque()
         self._wake = threading.Event()
-        self._owner = os.getpid()
+        self._owner = current_process_id()
         threading.Thread(target=self._write_batches, name="log-writer", daemon=True).start()
         atexit.register(self.flush)
 
@@ -148,7 +144,7 @@ class BatchedStreamHandler(logging.Handler):
             self.flush()
 
     def flush(self) -> None:
-        if os.getpid() != self._owner:
+        if current_process_id() != self._owner:
             return  # a forked child's copy of its parent's records: the parent writes them
         with self.lock:  # the writer thread, or the exit
             lines = []
