@@ -22,22 +22,30 @@ def record(event: str, *, user_id: str | None = None, client_id: str | None = No
 
     ``detail`` must never carry a password, code, secret or token: callers pass ids and outcomes only.
     """
-    ip = request.remote_addr if has_request_context() else None
+    row = event_row(event, user_id=user_id, client_id=client_id, **detail)
     # A plain INSERT on the table in the caller's transaction (rolled back with it): cheaper than an object to
     # flush or an ORM statement.
-    db.session.connection().execute(
-        _INSERT_EVENT,
-        {
-            "at": clock.now(),
-            "event": event,
-            "user_id": user_id,
-            "client_id": client_id,
-            "ip_address": ip,
-            "detail": detail,
-        },
-    )
-    log.info("%s user=%s client=%s %s", event, user_id, client_id, detail)
-    count_audit_event(event, detail)
+    db.session.connection().execute(_INSERT_EVENT, row)
+    announce(row)
+
+
+def event_row(event: str, *, user_id: str | None = None, client_id: str | None = None, **detail: Any) -> dict[str, Any]:
+    """The audit row of an event, for a caller that writes it inside a statement of its own (then :func:`announce`
+    it once written)."""
+    return {
+        "at": clock.now(),
+        "event": event,
+        "user_id": user_id,
+        "client_id": client_id,
+        "ip_address": request.remote_addr if has_request_context() else None,
+        "detail": detail,
+    }
+
+
+def announce(row: dict[str, Any]) -> None:
+    """The event's log line and metrics."""
+    log.info("%s user=%s client=%s %s", row["event"], row["user_id"], row["client_id"], row["detail"])
+    count_audit_event(row["event"], row["detail"])
 
 
 def recent_events(

@@ -3,28 +3,77 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import joinedload
 
 from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
-from .models import Grant, RefreshToken
+from .models import AuditEvent, Grant, RefreshToken
 
 # The statements and loader options of the refresh path, built once: on every refresh, building them again cost
 # about as much as running them. Core statements on the table, not ORM ones: nothing reads the rows back in the
 # request, and the ORM's paths cost more than the statements themselves.
 _refresh_tokens = RefreshToken.__table__
+_audit_events = AuditEvent.__table__
 _INSERT_REFRESH_TOKEN = insert(_refresh_tokens)
+_INSERT_AUDIT_EVENT = insert(_audit_events)
 _MARK_ROTATED = (
     update(_refresh_tokens)
     .where(_refresh_tokens.c.token_hash == bindparam("presented_hash"), _refresh_tokens.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+_REVOKE_GRANT = (
+    update(Grant.__table__)
+    .where(Grant.__table__.c.id == bindparam("grant_id"), Grant.__table__.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
+)
 _WITH_USER = [joinedload(Grant.user)]
 _WITH_GRANT_AND_USER = [joinedload(RefreshToken.grant).joinedload(Grant.user)]
+
+
+def _rotation_in_one_statement() -> Any:
+    """PostgreSQL: mark the presented token rotated, insert its successor and the audit row in one statement.
+
+    The successor and the audit row are inserted from the rotation's RETURNING, so both are written only if the
+    presented token was still unrotated; of two concurrent rotations the second waits for the first's row lock,
+    then finds it rotated and writes nothing. One statement is its own transaction: no BEGIN or COMMIT.
+    """
+    rt, audit = _refresh_tokens, _audit_events
+    rotated = (
+        update(rt)
+        .where(rt.c.token_hash == bindparam("presented_hash"), rt.c.rotated_at.is_(None))
+        .values(rotated_at=bindparam("now", type_=rt.c.rotated_at.type))
+        .returning(rt.c.grant_id)
+        .cte("rotated")
+    )
+    successor = insert(rt).from_select(
+        ["token_hash", "grant_id", "issued_at", "expires_at"],
+        select(
+            bindparam("successor_hash", type_=rt.c.token_hash.type),
+            rotated.c.grant_id,
+            bindparam("successor_issued_at", type_=rt.c.issued_at.type),
+            bindparam("successor_expires_at", type_=rt.c.expires_at.type),
+        ),
+    )
+    logged = insert(audit).from_select(
+        ["at", "event", "user_id", "client_id", "ip_address", "detail"],
+        select(
+            bindparam("at", type_=audit.c.at.type),
+            bindparam("event", type_=audit.c.event.type),
+            bindparam("user_id", type_=audit.c.user_id.type),
+            bindparam("client_id", type_=audit.c.client_id.type),
+            bindparam("ip_address", type_=audit.c.ip_address.type),
+            bindparam("detail", type_=audit.c.detail.type),
+        ).select_from(rotated),
+    )
+    return select(func.count()).select_from(rotated).add_cte(successor.cte("successor"), logged.cte("logged"))
+
+
+_ROTATE_IN_ONE_STATEMENT = _rotation_in_one_statement()
 
 
 def create_grant(
@@ -109,23 +158,43 @@ def revoke_client_grants(user_id: str, client_id: str, reason: str) -> int:
     return result.rowcount or 0
 
 
-def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
+@dataclass(frozen=True)
+class NewRefreshToken:
+    """A refresh token made but not yet written: the token itself (for the answer) and its row."""
+
+    token: str
+    grant_id: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+    @property
+    def token_hash(self) -> str:
+        return sha256_hex(self.token)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "token_hash": self.token_hash,
+            "grant_id": self.grant_id,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+        }
+
+
+def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
     """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
-    token = new_token(32)
     now = clock.now()
+    expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
+    return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
+
+
+def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
+    """A new refresh token in ``grant``'s family, added to the current transaction."""
+    new = new_refresh_token(grant, idle_ttl)
     # The grant it refers to may be new in this transaction: flushed first, as Core statements do not autoflush.
     if db.session.new:
         db.session.flush()
-    db.session.connection().execute(
-        _INSERT_REFRESH_TOKEN,
-        {
-            "token_hash": sha256_hex(token),
-            "grant_id": grant.id,
-            "issued_at": now,
-            "expires_at": min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at),
-        },
-    )
-    return token
+    db.session.connection().execute(_INSERT_REFRESH_TOKEN, new.row())
+    return new.token
 
 
 def find_refresh_token(token: str) -> RefreshToken | None:
@@ -135,9 +204,51 @@ def find_refresh_token(token: str) -> RefreshToken | None:
     return db.session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
 
 
-def mark_rotated(refresh_token: RefreshToken) -> bool:
-    """Mark the token used, atomically: of two concurrent uses exactly one gets True, the other is a replay."""
+def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
+    """The refresh token presented for a refresh, read for :func:`rotate_refresh_token`.
+
+    On PostgreSQL the read runs outside a transaction when none has begun: the rotation re-checks atomically what
+    matters (that the token is still unrotated), so a transaction around read and write would protect nothing
+    and cost two round trips (BEGIN and COMMIT) on the path relying parties call most after client credentials.
+    """
+    if not token or len(token) > 200:
+        return None
+    session = db.session()
+    if _one_statement_rotation() and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
+
+
+def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:
+    """Mark ``presented`` rotated and write ``successor`` and the audit row, all or nothing; False (nothing
+    written) when the token was rotated meanwhile, by a concurrent use of it: the caller treats that as a replay."""
+    now = clock.now()
+    connection = db.session.connection()
+    if _one_statement_rotation():
+        values = {
+            "presented_hash": presented.token_hash,
+            "now": now,
+            "successor_hash": successor.token_hash,
+            "successor_issued_at": successor.issued_at,
+            "successor_expires_at": successor.expires_at,
+            **audit_row,
+        }
+        return connection.execute(_ROTATE_IN_ONE_STATEMENT, values).scalar_one() == 1
+    # SQLite: the same three writes in the caller's transaction (committed by the token view).
+    if connection.execute(_MARK_ROTATED, {"presented_hash": presented.token_hash, "now": now}).rowcount != 1:
+        return False
+    connection.execute(_INSERT_REFRESH_TOKEN, successor.row())
+    connection.execute(_INSERT_AUDIT_EVENT, audit_row)
+    return True
+
+
+def revoke_grant_by_id(grant_id: str, reason: str) -> bool:
+    """Revoke the grant in one statement; True for the one caller that found it active (of concurrent ones)."""
     result = db.session.connection().execute(
-        _MARK_ROTATED, {"presented_hash": refresh_token.token_hash, "now": clock.now()}
+        _REVOKE_GRANT, {"grant_id": grant_id, "now": clock.now(), "reason": reason}
     )
     return result.rowcount == 1
+
+
+def _one_statement_rotation() -> bool:
+    return db.engine.dialect.name == "postgresql"

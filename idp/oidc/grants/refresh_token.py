@@ -13,9 +13,11 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 
 from ... import clock
+from ...provider import current_provider
 from ...store import audit
 from ...store import commit as commit_store
 from ...store import grants as grant_store
+from ...store import rollback as rollback_store
 from ...store import users as user_store
 from ...store.models import RefreshToken, User
 from ..tokens import token_response
@@ -25,29 +27,32 @@ log = logging.getLogger(__name__)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """Read the presented token once, make the whole answer (access token, refresh token, ID token), then write
+    the rotation, the successor and the audit row together (one statement on PostgreSQL): a worker killed
+    before that write leaves the presented token as it was, so the client's retry works."""
+
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        row = grant_store.find_refresh_token(refresh_token)
+        row = grant_store.find_refresh_token_to_rotate(refresh_token)
         if row is None:
             return None
         if row.rotated_at is not None:
-            self._revoke_family(row, "refresh_token_replayed")
+            self._revoke_family(row)
             return None
         if not grant_store.is_grant_active(row.grant) or row.expires_at <= clock.now():
             return None
         return row
 
-    def _revoke_family(self, row: RefreshToken, reason: str) -> None:
-        if grant_store.revoke_grant(row.grant, reason):
-            audit.record(
-                "refresh_token.replayed",
-                user_id=row.grant.user_id,
-                client_id=row.grant.client_id,
-                grant_id=row.grant_id,
-            )
-            log.warning("refresh token replayed; family %s of client %s revoked", row.grant_id, row.grant.client_id)
+    def _revoke_family(self, row: RefreshToken) -> None:
+        grant_id, user_id, client_id = row.grant_id, row.grant.user_id, row.grant.client_id
+        # Out of the read's transaction-less mode (and whatever it holds): the revocation and its audit row are
+        # written together.
+        rollback_store()
+        if grant_store.revoke_grant_by_id(grant_id, "refresh_token_replayed"):
+            audit.record("refresh_token.replayed", user_id=user_id, client_id=client_id, grant_id=grant_id)
+            log.warning("refresh token replayed; family %s of client %s revoked", grant_id, client_id)
         commit_store()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
@@ -63,19 +68,37 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         row: RefreshToken = self.request.refresh_token
-        # The atomic check-and-mark: of two concurrent uses of one token, the loser is treated as a replay.
-        if not grant_store.mark_rotated(row):
-            self._revoke_family(row, "refresh_token_replayed")
-            raise InvalidGrantError("The refresh token was already used.")
         self.request.idp_grant = row.grant
-        return token_response(
-            client=self.client,
-            user=user,
-            scope=scope or "",
-            grant=row.grant,
-            include_refresh_token=include_refresh_token,
+        token = token_response(
+            client=self.client, user=user, scope=scope or "", grant=row.grant, include_refresh_token=False
+        )
+        idle_ttl = current_provider().config.tokens.refresh_token_idle_ttl
+        self._successor = grant_store.new_refresh_token(row.grant, idle_ttl)
+        token["refresh_token"] = self._successor.token
+        return token
+
+    def save_token(self, token: dict[str, Any]) -> None:
+        # Written with the rotation, once the whole answer is made (create_token_response).
+        row: RefreshToken = self.request.refresh_token
+        self._audit_row = audit.event_row(
+            "token.issued",
+            user_id=row.grant.user_id,
+            client_id=self.client.client_id,
+            grant_type="refresh_token",
+            grant_id=row.grant_id,
+            scope=token.get("scope", ""),
         )
 
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
+        row: RefreshToken = self.request.refresh_token
+        # The atomic check-and-mark: of two concurrent uses of one token, the loser is treated as a replay.
+        if not grant_store.rotate_refresh_token(row, self._successor, self._audit_row):
+            self._revoke_family(row)
+            raise InvalidGrantError("The refresh token was already used.")
+        audit.announce(self._audit_row)
+        return answer
+
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
-        # Already done: generate_token marked it rotated before the new tokens were made.
+        # Done by create_token_response, with the new token's write, once the whole answer is made.
         return None
