@@ -105,6 +105,40 @@ def test_response_is_not_cached(app, client, browser, user, rp_client):
 # -- tokens that are refused -------------------------------------------------------------------------
 
 
+def test_userinfo_reads_once_and_writes_nothing(app, client, browser, user, rp_client):
+    """The endpoint relying parties call on every page view: one statement (the token's grant with its user) and,
+    on PostgreSQL, outside any transaction (no BEGIN before it, no ROLLBACK after). A revocation in between is
+    still seen at once: every statement reads what was committed before it."""
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    tokens = sign_in(app, browser, rp_client, user, scope="openid profile")
+    with app.app_context():
+        engine = db.engine
+    seen: list[tuple[str, bool]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append((statement.split(None, 1)[0].upper(), getattr(cursor.connection, "autocommit", None) is True))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        response = client.get("/userinfo", headers=bearer(tokens["access_token"]))
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["given_name"] == "علی"  # create_test_user's
+    assert [kind for kind, _ in seen] == ["SELECT"], seen
+    if engine.dialect.name == "postgresql":
+        assert seen[0][1], "the read ran inside a transaction"
+
+    logout = client.post(
+        "/token/revoke", data={"token": tokens["refresh_token"]}, auth=(rp_client.client_id, rp_client.client_secret)
+    )
+    assert logout.status_code == 200
+    assert_token_refused(client.get("/userinfo", headers=bearer(tokens["access_token"])))
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_no_token_is_401_with_bearer_challenge(app, client, method):
     response = client.open("/userinfo", method=method)

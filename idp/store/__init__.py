@@ -19,3 +19,13 @@ def commit() -> None:
 
 def rollback() -> None:
     db.session.rollback()
+
+
+def read_outside_a_transaction() -> None:
+    """Run the request's statements without a transaction, on PostgreSQL, for a request that only reads or whose
+    one write is a single statement: psycopg would otherwise send BEGIN before the first statement, and the request
+    would end with ROLLBACK or COMMIT, two round trips that protect nothing there. Nothing to do once a
+    transaction has begun, nor on SQLite (whose BEGIN costs no round trip)."""
+    session = db.session()
+    if db.engine.dialect.name == "postgresql" and not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

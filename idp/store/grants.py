@@ -12,6 +12,7 @@ from sqlalchemy.orm import joinedload
 from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
+from . import read_outside_a_transaction
 from .models import AuditEvent, Grant, RefreshToken
 
 # The statements and loader options of the refresh path, built once: on every refresh, building them again cost
@@ -213,10 +214,8 @@ def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
     """
     if not token or len(token) > 200:
         return None
-    session = db.session()
-    if _one_statement_rotation() and not session.in_transaction():
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
+    read_outside_a_transaction()
+    return db.session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
 
 
 def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:
