@@ -601,9 +601,11 @@ def machine() -> str:
     model = next(
         (ln.split(":", 1)[1].strip() for ln in out(["lscpu"]).splitlines() if ln.startswith("Model name")), "?"
     )
+    # tools/native_argon2.py leaves this marker when the Argon2 bindings were compiled for this CPU.
+    argon2 = "built for this CPU" if (Path(sys.prefix) / ".argon2-native").exists() else "portable wheel"
     return (
         f"{model}, {os.cpu_count()} cores; Linux {platform.release()}; Python {platform.python_version()}; "
-        f"Node {out(['node', '--version']) if shutil.which('node') else '-'}"
+        f"Node {out(['node', '--version']) if shutil.which('node') else '-'}; Argon2 {argon2}"
     )
 
 
