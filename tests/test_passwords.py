@@ -10,6 +10,7 @@ import base64
 import importlib.util
 from pathlib import Path
 
+import pytest
 from argon2.low_level import Type, hash_secret_raw
 
 from idp.passwords import hash_password, needs_rehash, verify_password
@@ -52,3 +53,75 @@ def test_new_hashes_use_owasp_parameters_and_a_fresh_salt():
     assert first != second
     assert verify_password(first, "رمز عبور") and verify_password(second, "رمز عبور")
     assert not verify_password(None, "رمز عبور")
+
+
+def test_all_argon2_work_of_a_process_runs_on_one_thread(monkeypatch):
+    """One thread, so one 19 MiB block stays warm in its heap (idp.cli.serve), whichever request thread asks."""
+    import threading
+
+    import idp.passwords as passwords
+
+    seen: list[str] = []
+    real_verify = passwords.HASHER.verify
+
+    class Recording:
+        hash = staticmethod(passwords.HASHER.hash)
+
+        def verify(self, stored: str, password: str) -> bool:
+            seen.append(threading.current_thread().name)
+            return real_verify(stored, password)
+
+    monkeypatch.setattr(passwords, "HASHER", Recording())
+    stored = hash_password("a password")
+    results: list[bool] = []
+    askers = [threading.Thread(target=lambda: results.append(verify_password(stored, "a password"))) for _ in range(3)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert results == [True, True, True]
+    assert len(set(seen)) == 1 and seen[0].startswith("argon2"), seen
+
+
+_CHILD = """
+import os, resource, sys
+from idp.cli.serve import keep_the_password_block_mapped
+from idp.passwords import hash_password, verify_password
+if sys.argv[1] == "keep":
+    keep_the_password_block_mapped()
+else:  # the block unmapped after each check (the earlier setting), to show the count sees the faults
+    import ctypes
+    ctypes.CDLL("libc.so.6").mallopt(-3, 1024 * 1024)
+stored = hash_password("a password")
+verify_password(stored, "a password")
+pid = os.fork()  # as gunicorn starts a worker: the child must check passwords on a thread of its own
+if pid == 0:
+    verify_password(stored, "a password")  # its first check copies the parent's pages (copy-on-write), once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ok = all(verify_password(stored, "a password") for _ in range(4))
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4
+    print(ok, faults, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_worker_keeps_the_argon2_block_mapped_between_checks():
+    """Unmapped after each check, the block's ~4,900 pages were faulted in afresh for every login (a fifth of the
+    worker's time in the code flow). Counted in a forked child, as in a gunicorn worker: page faults, not time."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the setting is glibc's")
+    runs = {}
+    for mode in ("keep", "unmapped"):
+        command = [sys.executable, "-c", _CHILD, mode]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)  # noqa: S603 - our own child
+        assert done.returncode == 0, done.stderr
+        ok, faults = done.stdout.split()
+        assert ok == "True"
+        runs[mode] = int(faults)
+    assert runs["unmapped"] > 4000, runs  # 19 MiB of 4 KiB pages, each faulted in again
+    assert runs["keep"] < 500, runs  # the block stays mapped: a few pages of bookkeeping at most
