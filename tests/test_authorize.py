@@ -29,6 +29,7 @@ from .helpers import (
     exchange_code,
     find_form,
     get_code,
+    is_logged_in,
     pkce_pair,
     query_of,
     valid_national_code,
@@ -761,3 +762,41 @@ def test_code_is_bound_to_its_pkce_challenge(app, user, rp_client):
     response = exchange_code(browser.client, rp_client, code, other_verifier)
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_grant"
+
+
+def test_a_password_login_reads_the_account_once_and_nothing_after_its_commit(app, client, issuer, user, rp_client):
+    """The login POST of every code flow: the account read, the session and its audit row written in one transaction,
+    and nothing read back after the commit (reading the new session's id afterwards cost a second transaction)."""
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    browser = Browser(client, issuer)
+    _verifier, challenge = pkce_pair()
+    page = browser.authorize(authorization_params(rp_client, challenge))
+    assert b'name="national_code"' in page.data
+    with app.app_context():
+        engine = db.engine
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    def committed(conn: Any) -> None:
+        seen.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", committed)
+    try:
+        # The POST alone, not the redirects it starts.
+        form = find_form(page.get_data(as_text=True), field_name="national_code")
+        values = {**dict(form.fields), "national_code": user.national_code, "password": user.password}
+        response = client.post(form.action, data=values)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", committed)
+    assert response.status_code in (302, 303), response.get_data(as_text=True)[:500]
+    assert seen[-1] == "COMMIT", seen
+    assert seen.count("SELECT") == 1 and seen.count("COMMIT") == 1, seen
+    assert sorted(kind for kind in seen if kind == "INSERT") == ["INSERT", "INSERT"], seen
+    assert is_logged_in(browser)

@@ -56,12 +56,14 @@ def log_in(user: User, *, amr: list[str]) -> UserSession:
         ip_address=request.remote_addr,
         user_agent=request.headers.get("User-Agent"),
     )
-    audit.record("login.succeeded", user_id=user.id, method="+".join(amr), session_id=login.id)
+    # Ids read before the commit expires the rows: after it, each read would cost a transaction and a query.
+    login_id, previous_id = login.id, previous.id if previous is not None else None
+    audit.record("login.succeeded", user_id=user.id, method="+".join(amr), session_id=login_id)
     commit()
-    if previous is not None:
-        notify_sessions_ended([previous.id])
+    if previous_id is not None:
+        notify_sessions_ended([previous_id])
     regenerate()
-    session["sid"] = login.id
+    session["sid"] = login_id
     g.idp_login = login
     return login
 
