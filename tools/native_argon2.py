@@ -81,29 +81,35 @@ def pip_install(version: str, *, native: bool) -> bool:
 
 def main() -> int:
     version = metadata.version(PACKAGE)
+    native_installed = os.path.exists(MARKER) and Path(MARKER).read_text().strip() == installed_build()
     if os.environ.get("HOVIYAT_NATIVE_ARGON2", "1") == "0":
-        log("HOVIYAT_NATIVE_ARGON2=0: keeping the portable wheel")
+        if not native_installed:
+            log("HOVIYAT_NATIVE_ARGON2=0: keeping the portable wheel")
+            return 0
+        log("HOVIYAT_NATIVE_ARGON2=0: putting the portable wheel back")
+        Path(MARKER).unlink()
+        return 0 if pip_install(version, native=False) and check()[0] else 1
+    if native_installed:
         return 0
-    if os.path.exists(MARKER) and Path(MARKER).read_text().strip() == installed_build():
-        return 0  # the native build is the one installed
     correct, portable_ms = check()
     if not correct:
         log("the installed bindings do not give the known answer; leaving them to the tests to report")
         return 1
     log(f"building {PACKAGE} {version} for this CPU (-march=native; about 10 s) ...")
     started = time.monotonic()
-    if pip_install(version, native=True):
-        correct, native_ms = check()
-        if correct:
-            Path(MARKER).write_text(installed_build() + "\n")
-            log(
-                f"built in {time.monotonic() - started:.0f} s; one Argon2id hash at m=19 MiB, t=2: "
-                f"{native_ms:.1f} ms (portable wheel: {portable_ms:.1f} ms)"
-            )
-            return 0
-        log("the build does not give the known answer: putting the portable wheel back")
-    else:
-        log("the build failed: putting the portable wheel back")
+    if not pip_install(version, native=True):
+        # pip installs only what it has built: the portable wheel is still the one installed.
+        log("the build failed: keeping the portable wheel")
+        return 0 if check()[0] else 1
+    correct, native_ms = check()
+    if correct:
+        Path(MARKER).write_text(installed_build() + "\n")
+        log(
+            f"built in {time.monotonic() - started:.0f} s; one Argon2id hash at m=19 MiB, t=2: "
+            f"{native_ms:.1f} ms (portable wheel: {portable_ms:.1f} ms)"
+        )
+        return 0
+    log("the build does not give the known answer: putting the portable wheel back")
     if not pip_install(version, native=False) or not check()[0]:
         log("could not put the portable wheel back")
         return 1
