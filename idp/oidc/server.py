@@ -27,6 +27,7 @@ from .grants.client_credentials import ClientCredentialsGrant
 from .grants.refresh_token import RefreshTokenGrant
 from .id_token import OpenIDCode, OpenIDRefresh
 from .pkce import RequiredS256CodeChallenge
+from .tokens import token_issued_event
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ class AuthorizationServer(_AuthorizationServer):
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         # The grant and refresh token were added to the transaction when the token was generated; the token view
         # commits once the whole response (ID token included) is made, so nothing is read again after a commit.
-        grant = getattr(request, "idp_grant", None)
         if request.payload.grant_type == "client_credentials":
             # A machine's token for itself concerns no person: counted and logged, not written to the audit
             # table, which keeps this grant free of database writes (it is the one relying parties call most).
@@ -85,14 +85,7 @@ class AuthorizationServer(_AuthorizationServer):
             # Logged on the request's access line (one line, one write, per token), not on a line of its own.
             g.access_detail = {"client_id": request.client.client_id, "grant_type": "client_credentials"}
             return
-        audit.record(
-            "token.issued",
-            user_id=request.user.id if getattr(request, "user", None) is not None else None,
-            client_id=request.client.client_id,
-            grant_type=request.payload.grant_type,
-            grant_id=grant.id if grant is not None else None,
-            scope=token.get("scope", ""),
-        )
+        audit.write(token_issued_event(token, request))
 
 
 def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None) -> Response:

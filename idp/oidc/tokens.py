@@ -19,6 +19,7 @@ from joserfc.errors import JoseError
 from .. import clock
 from ..provider import current_provider
 from ..security import new_token, sha256_hex
+from ..store import audit
 from ..store import grants as grant_store
 from ..store import users as user_store
 from ..store.clients import get_client
@@ -54,6 +55,21 @@ def token_response(
     if include_refresh_token and grant is not None:
         token["refresh_token"] = grant_store.issue_refresh_token(grant, config.tokens.refresh_token_idle_ttl)
     return token
+
+
+def token_issued_event(token: dict[str, Any], request: Any) -> dict[str, Any]:
+    """The ``token.issued`` audit row of a token response to an Authlib token ``request`` (written by the server's
+    save_token, or by the refresh grant with its rotation)."""
+    grant = getattr(request, "idp_grant", None)
+    user = getattr(request, "user", None)
+    return audit.event_row(
+        "token.issued",
+        user_id=user.id if user is not None else None,
+        client_id=request.client.client_id,
+        grant_type=request.payload.grant_type,
+        grant_id=grant.id if grant is not None else None,
+        scope=token.get("scope", ""),
+    )
 
 
 def issue_access_token(*, client: Client, subject: str, scope: str, grant: Grant | None, ttl: int) -> str:

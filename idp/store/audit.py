@@ -22,7 +22,11 @@ def record(event: str, *, user_id: str | None = None, client_id: str | None = No
 
     ``detail`` must never carry a password, code, secret or token: callers pass ids and outcomes only.
     """
-    row = event_row(event, user_id=user_id, client_id=client_id, **detail)
+    write(event_row(event, user_id=user_id, client_id=client_id, **detail))
+
+
+def write(row: dict[str, Any]) -> None:
+    """Add an :func:`event_row` to the current transaction, and log and count it."""
     # A plain INSERT on the table in the caller's transaction (rolled back with it): cheaper than an object to
     # flush or an ORM statement.
     db.session.connection().execute(_INSERT_EVENT, row)

@@ -44,13 +44,7 @@ def _rotation_in_one_statement() -> Any:
     then finds it rotated and writes nothing. One statement is its own transaction: no BEGIN or COMMIT.
     """
     rt, audit = _refresh_tokens, _audit_events
-    rotated = (
-        update(rt)
-        .where(rt.c.token_hash == bindparam("presented_hash"), rt.c.rotated_at.is_(None))
-        .values(rotated_at=bindparam("now", type_=rt.c.rotated_at.type))
-        .returning(rt.c.grant_id)
-        .cte("rotated")
-    )
+    rotated = _MARK_ROTATED.returning(rt.c.grant_id).cte("rotated")
     successor = insert(rt).from_select(
         ["token_hash", "grant_id", "issued_at", "expires_at"],
         select(
@@ -212,10 +206,8 @@ def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
     matters (that the token is still unrotated), so a transaction around read and write would protect nothing
     and cost two round trips (BEGIN and COMMIT) on the path relying parties call most after client credentials.
     """
-    if not token or len(token) > 200:
-        return None
     read_outside_a_transaction()
-    return db.session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
+    return find_refresh_token(token)
 
 
 def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from ...store import grants as grant_store
 from ...store import rollback as rollback_store
 from ...store import users as user_store
 from ...store.models import RefreshToken, User
-from ..tokens import token_response
+from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def save_token(self, token: dict[str, Any]) -> None:
         # Written with the rotation, once the whole answer is made (create_token_response).
-        row: RefreshToken = self.request.refresh_token
-        self._audit_row = audit.event_row(
-            "token.issued",
-            user_id=row.grant.user_id,
-            client_id=self.client.client_id,
-            grant_type="refresh_token",
-            grant_id=row.grant_id,
-            scope=token.get("scope", ""),
-        )
+        self._audit_row = token_issued_event(token, self.request)
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
