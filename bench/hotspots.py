@@ -31,8 +31,8 @@ def summarise(path: Path, top: int = 15) -> str:
         if not stack:
             continue
         frames = stack.split(";")
-        if "handle_request" not in stack and "handle (" not in stack:
-            continue  # a thread that is not serving a request (the accept loop, idle pool threads)
+        if "Flask.wsgi_app" not in stack:
+            continue  # a thread that is not serving a request (the event loop, idle pool threads)
         n = int(count)
         total += n
         exclusive[_name(frames[-1])] += n

@@ -7,6 +7,7 @@ login; logging out at the provider ends the session's refresh tokens.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,8 +15,12 @@ from authlib.oidc.core.util import create_half_hash
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from sqlalchemy import inspect
 
 from idp import clock
+from idp.extensions import db
+from idp.store import grants as grant_store
+from idp.store.models import User
 
 from .helpers import POST_LOGOUT_URI, Browser, ClientInfo, UserInfo, create_test_client, exchange_code, get_code
 
@@ -243,6 +248,37 @@ def test_refreshed_id_token_describes_the_original_login(app, client, issuer, us
     assert claims["exp"] > claims["iat"]
     assert "nonce" not in claims
     assert claims["at_hash"] == create_half_hash(new["access_token"], decoded.header["alg"]).decode("ascii")
+
+
+def test_refreshed_id_token_carries_the_users_claims_as_they_are_now(app, client, issuer, user, rp_client):
+    asked = {"id_token": {"phone_number": None, "given_name": None}}
+    token = tokens_for(client, issuer, rp_client, user, claims=json.dumps(asked))
+    assert decode(client, token["id_token"]).claims["phone_number"] == user.mobile
+    with app.app_context():
+        db.session.get(User, user.id).mobile = "+989351112233"  # e.g. a mobile change, made since
+        db.session.commit()
+
+    new = refreshed(client, rp_client, token["refresh_token"])
+    claims = decode(client, new["id_token"]).claims
+    assert claims["phone_number"] == "+989351112233"
+    assert claims["given_name"] == "علی"
+
+
+def test_the_refresh_read_leaves_nothing_for_the_session_to_write(app, client, issuer, user, rp_client):
+    """The refresh reads the token, its grant and user as rows made into detached objects: nothing pending that a
+    later flush could write back, and every column loaded (none left to lazy-load outside the session)."""
+    token = tokens_for(client, issuer, rp_client, user)
+    with app.test_request_context():
+        presented = grant_store.find_refresh_token_to_rotate(token["refresh_token"])
+        assert presented is not None
+        loaded = [presented, presented.grant, presented.grant.user]
+        for row in loaded:
+            state = inspect(row)
+            assert state.detached and not state.modified
+            assert not state.expired_attributes and not state.unloaded
+        assert presented.grant.user.id == user.id and presented.grant.client_id == rp_client.client_id
+        assert not db.session.new and not db.session.dirty
+        db.session.rollback()
 
 
 # -- logout at the provider -----------------------------------------------------------------------------------

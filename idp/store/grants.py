@@ -6,14 +6,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
 from . import read_outside_a_transaction
-from .models import AuditEvent, Grant, RefreshToken
+from .models import AuditEvent, Grant, RefreshToken, User
 
 # The statements and loader options of the refresh path, built once: on every refresh, building them again cost
 # about as much as running them. Core statements on the table, not ORM ones: nothing reads the rows back in the
@@ -33,6 +33,22 @@ _REVOKE_GRANT = (
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 )
 _WITH_USER = [joinedload(Grant.user)]
+_grants, _users = Grant.__table__, User.__table__
+#: The refresh path's read: the token, its grant and the grant's user in one row (find_refresh_token_to_rotate).
+_READ_REFRESH_TOKEN = (
+    select(_refresh_tokens, _grants, _users)
+    .select_from(
+        _refresh_tokens.join(_grants, _refresh_tokens.c.grant_id == _grants.c.id).outerjoin(
+            _users, _grants.c.user_id == _users.c.id
+        )
+    )
+    .where(_refresh_tokens.c.token_hash == bindparam("token_hash"))
+)
+#: Each model of that row with its attribute names, in the order of its table's columns.
+_READ_MODELS = tuple(
+    (model, tuple(inspect(model).get_property_by_column(column).key for column in model.__table__.c))
+    for model in (RefreshToken, Grant, User)
+)
 _WITH_GRANT_AND_USER = [joinedload(RefreshToken.grant).joinedload(Grant.user)]
 
 
@@ -200,14 +216,32 @@ def find_refresh_token(token: str) -> RefreshToken | None:
 
 
 def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
-    """The refresh token presented for a refresh, read for :func:`rotate_refresh_token`.
+    """The refresh token presented for a refresh, with its grant and the grant's user, read for
+    :func:`rotate_refresh_token`; detached from the session: the refresh writes only by statements.
 
     On PostgreSQL the read runs outside a transaction when none has begun: the rotation re-checks atomically what
     matters (that the token is still unrotated), so a transaction around read and write would protect nothing
     and cost two round trips (BEGIN and COMMIT) on the path relying parties call most after client credentials.
+    The three rows come from one Core statement built once, made into objects here: the ORM's load of the same
+    join (the statement built per call, its cache key, the identity map) cost about 0.3 ms more per refresh.
     """
     read_outside_a_transaction()
-    return find_refresh_token(token)
+    if not token or len(token) > 200:
+        return None
+    row = db.session.connection().execute(_READ_REFRESH_TOKEN, {"token_hash": sha256_hex(token)}).first()
+    if row is None:
+        return None
+    (token_model, token_keys), (grant_model, grant_keys), (user_model, user_keys) = _READ_MODELS
+    grant_starts, user_starts = len(token_keys), len(token_keys) + len(grant_keys)
+    refresh_token = token_model(**dict(zip(token_keys, row[:grant_starts], strict=True)))
+    grant = grant_model(**dict(zip(grant_keys, row[grant_starts:user_starts], strict=True)))
+    user = user_model(**dict(zip(user_keys, row[user_starts:], strict=True))) if grant.user_id is not None else None
+    refresh_token.grant, grant.user = grant, user
+    # As if loaded by a session since closed: no pending changes, so a later add() would write nothing.
+    for loaded in (refresh_token, grant, user):
+        if loaded is not None:
+            make_transient_to_detached(loaded)
+    return refresh_token
 
 
 def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:

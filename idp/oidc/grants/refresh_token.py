@@ -18,7 +18,6 @@ from ...store import audit
 from ...store import commit as commit_store
 from ...store import grants as grant_store
 from ...store import rollback as rollback_store
-from ...store import users as user_store
 from ...store.models import RefreshToken, User
 from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
@@ -56,8 +55,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         commit_store()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
-        user_id = refresh_token.grant.user_id
-        return user_store.get_user(user_id) if user_id else None
+        return refresh_token.grant.user
 
     def generate_token(
         self,
