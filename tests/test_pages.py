@@ -265,6 +265,33 @@ def test_wrong_check_digit_gets_a_field_error(client, user):
     assert not is_logged_in(client)
 
 
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [({}, "طول فیلد حداکثر باید 256 حرف باشد."), (EN, "Field cannot be longer than 256 characters.")],
+)
+def test_wtforms_own_messages_are_in_the_readers_language_and_loaded_once(client, user, monkeypatch, headers, message):
+    # WTForms' own validators' messages (here Length's, on a 300-character password) come from its catalogue,
+    # read from disk once per language and process, not on each request that builds a form.
+    from babel.support import Translations
+
+    from idp.web import forms
+
+    loads: list[str] = []
+    real_load = Translations.load
+
+    def counted_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append(kwargs.get("domain", ""))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(Translations, "load", counted_load)
+    monkeypatch.setattr(forms, "_WTFORMS_CATALOGUES", {})
+    for _ in range(3):
+        response = post_login(client, user.national_code, "x" * 300, headers=headers)
+        assert message in response.get_data(as_text=True)
+        assert not is_logged_in(client)
+    assert loads.count("wtforms") == 1
+
+
 def test_persian_digits_in_national_code_log_in(client, user):
     response = post_login(client, to_persian_digits(user.national_code), user.password)
     assert response.status_code in REDIRECTS

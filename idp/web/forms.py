@@ -7,9 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from babel.support import Translations
+from flask import current_app
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import Field, HiddenField, PasswordField, StringField, TextAreaField
+from wtforms.i18n import messages_path
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
 from ..rules import InvalidInput
@@ -19,6 +23,31 @@ from ..rules.mobile import normalize_mobile
 from ..rules.national_code import normalize_national_code
 from ..rules.postal_code import normalize_postal_code
 from .captcha import captcha_enabled, check_answer
+
+#: WTForms' own catalogue (its validators' messages), by language: loaded from disk once per process.
+_WTFORMS_CATALOGUES: dict[str, Translations] = {}
+
+
+def wtforms_catalogue() -> Translations | None:
+    """WTForms' messages in the reader's language. Flask-WTF loads them from the .mo file again on every request
+    that builds a form (it keeps them on the request only), about 0.4 ms a page; the languages are the few we
+    speak (idp.i18n.select_locale), so one copy of each is kept."""
+    if not current_app.config.get("WTF_I18N_ENABLED", True):
+        return None
+    language = str(get_locale())
+    catalogue = _WTFORMS_CATALOGUES.get(language)
+    if catalogue is None:
+        catalogue = _WTFORMS_CATALOGUES[language] = Translations.load(messages_path(), [language], domain="wtforms")
+    return catalogue
+
+
+class Form(FlaskForm):
+    """The base of our forms: Flask-WTF's, with WTForms' messages from :func:`wtforms_catalogue`."""
+
+    class Meta:
+        def get_translations(self, form: Any) -> Translations | None:
+            return wtforms_catalogue()
+
 
 #: Every rule's message, by the reason its function raises (idp.rules).
 RULE_MESSAGES = {
@@ -132,7 +161,7 @@ def current_password_field(label: Any = None) -> PasswordField:
     )
 
 
-class WithCaptcha(FlaskForm):
+class WithCaptcha(Form):
     """A form whose ``captcha`` field is dropped when CAPTCHA is off (or, for login, not needed yet)."""
 
     captcha = captcha_field()
@@ -169,12 +198,12 @@ class OtpLoginStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class CodeForm(FlaskForm):
+class CodeForm(Form):
     code = code_field()
     tx = HiddenField()
 
 
-class PasswordForm(FlaskForm):
+class PasswordForm(Form):
     password = current_password_field()
     tx = HiddenField()
 
@@ -187,7 +216,7 @@ class RegisterStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class RegisterDetailsForm(NewPasswordMixin, FlaskForm):
+class RegisterDetailsForm(NewPasswordMixin, Form):
     national_code = national_code_field()
     birth_year = StringField(_l("Year"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 4})
     birth_month = StringField(_l("Month"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 2})
@@ -202,7 +231,7 @@ class ForgotStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class ResetPasswordForm(NewPasswordMixin, FlaskForm):
+class ResetPasswordForm(NewPasswordMixin, Form):
     code = code_field()
     password, password_confirm = new_password_fields()
     tx = HiddenField()
@@ -213,7 +242,7 @@ class ChangeMobileStartForm(WithCaptcha):
     mobile = mobile_field(_l("New mobile number"))
 
 
-class ChangeMobileConfirmForm(FlaskForm):
+class ChangeMobileConfirmForm(Form):
     code = code_field()
     password = current_password_field()
 
@@ -221,12 +250,12 @@ class ChangeMobileConfirmForm(FlaskForm):
 # -- account ------------------------------------------------------------------------------------------
 
 
-class ChangePasswordForm(NewPasswordMixin, FlaskForm):
+class ChangePasswordForm(NewPasswordMixin, Form):
     current_password = current_password_field(_l("Current password"))
     password, password_confirm = new_password_fields()
 
 
-class EmailForm(FlaskForm):
+class EmailForm(Form):
     email = StringField(
         _l("Email address"),
         validators=[InputRequired(_l("Enter your email address.")), Rule(normalize_email)],
@@ -234,7 +263,7 @@ class EmailForm(FlaskForm):
     )
 
 
-class AddressForm(FlaskForm):
+class AddressForm(Form):
     postal_address = TextAreaField(
         _l("Postal address"),
         validators=[DataRequired(_l("Enter your postal address.")), Length(max=500)],
@@ -248,15 +277,15 @@ class AddressForm(FlaskForm):
     )
 
 
-class TotpEnableForm(FlaskForm):
+class TotpEnableForm(Form):
     code = code_field()
 
 
-class TotpDisableForm(FlaskForm):
+class TotpDisableForm(Form):
     password = current_password_field()
 
 
-class SupportForm(FlaskForm):
+class SupportForm(Form):
     name = StringField(_l("Your name"), validators=[DataRequired(_l("Enter your name.")), Length(max=200)])
     contact = StringField(
         _l("Mobile number or email, for our answer"),
@@ -269,7 +298,7 @@ class SupportForm(FlaskForm):
     )
 
 
-class ConsentForm(FlaskForm):
+class ConsentForm(Form):
     decision = StringField(validators=[InputRequired()])
 
     def validate_decision(self, field: StringField) -> None:
@@ -277,7 +306,7 @@ class ConsentForm(FlaskForm):
             raise ValidationError("decision must be allow or deny")
 
 
-class ButtonForm(FlaskForm):
+class ButtonForm(Form):
     """A form that is only a button: CSRF token and nothing else (logout, revoke, send again...)."""
 
 
