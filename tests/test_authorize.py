@@ -800,3 +800,39 @@ def test_a_password_login_reads_the_account_once_and_nothing_after_its_commit(ap
     assert seen.count("SELECT") == 1 and seen.count("COMMIT") == 1, seen
     assert sorted(kind for kind in seen if kind == "INSERT") == ["INSERT", "INSERT"], seen
     assert is_logged_in(browser)
+
+
+def test_resuming_after_login_reads_the_session_and_consent_outside_a_transaction(app, client, issuer, user):
+    """The redirect back to the authorization endpoint after every login reads the login session and the consent
+    and writes nothing: on PostgreSQL both reads run in autocommit, with no BEGIN before them and no ROLLBACK
+    after (two round trips of every code flow)."""
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    rp = create_test_client(app)
+    get_code(Browser(client, issuer), rp, user)  # logs in and consents once
+    browser = Browser(client, issuer)
+    _verifier, challenge = pkce_pair()
+    page = browser.authorize(authorization_params(rp, challenge, prompt="login"))
+    form = find_form(page.get_data(as_text=True), field_name="national_code")
+    values = {**dict(form.fields), "national_code": user.national_code, "password": user.password}
+    logged_in = client.post(form.action, data=values)
+    assert logged_in.status_code in (302, 303) and "/authorize/resume" in logged_in.location
+    with app.app_context():
+        engine = db.engine
+    seen: list[tuple[str, bool]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append((statement.split(None, 1)[0].upper(), getattr(cursor.connection, "autocommit", None) is True))
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        response = client.get(logged_in.location)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert response.status_code == 302 and response.location.startswith(rp.redirect_uri), response.location
+    assert "code=" in response.location
+    assert [kind for kind, _ in seen] == ["SELECT", "SELECT"], seen  # the session, the consent
+    if engine.dialect.name == "postgresql":
+        assert all(outside for _, outside in seen), seen  # psycopg sends no BEGIN, so no ROLLBACK either

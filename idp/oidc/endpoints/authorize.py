@@ -33,6 +33,7 @@ from ...i18n import first_supported
 from ...provider import current_provider
 from ...scopes import ACR_ONE_FACTOR, ACR_TWO_FACTORS, ACR_VALUES
 from ...security import new_token
+from ...store import read_outside_a_transaction
 from ...store.clients import get_client
 from ...store.consents import consent_covers, find_consent
 from ...store.models import Client, UserSession
@@ -286,6 +287,10 @@ def proceed(
 
     server = authorization_server()
     request = ParamsRequest(params)
+    # What follows only reads the database (the login session, the consent; the code and the pending request
+    # live in the key-value store), bar the session's occasional one-statement "last seen" touch: on PostgreSQL,
+    # no BEGIN and ROLLBACK round trips around those reads, on every code flow.
+    read_outside_a_transaction()
     login = current_session()
     try:
         check_request_parameters(params)
