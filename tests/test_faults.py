@@ -540,7 +540,7 @@ class ServedStack:
                     row = c.execute(
                         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                         "AND wait_event_type = 'Lock' AND query ILIKE %s",
-                        (f"INSERT INTO {table}%",),
+                        (f"%INSERT INTO {table}%",),  # alone, or inside a statement (WITH ... AS (INSERT ...))
                     ).fetchone()
                     return row[0] if row else None
 

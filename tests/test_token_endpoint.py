@@ -762,3 +762,64 @@ def test_https_issuer_behind_a_tls_proxy_accepts_plain_http_from_the_proxy(app_w
     )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["scope"] == "api:read"
+
+
+@pytest.mark.parametrize("refresh_token", [True, False], ids=["with-refresh-token", "without"])
+def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_answer(
+    app, client, issuer, user, refresh_token
+):
+    """The exchange reads the user, makes the whole answer (ID token included), then writes the grant, its first
+    refresh token and the token.issued row: one statement on PostgreSQL (three inserts on SQLite) in one
+    transaction, committed last. Statements, not time: every code flow of every relying party pays for them."""
+    from sqlalchemy import event, func, select
+
+    from idp.extensions import db
+    from idp.store.models import AuditEvent, Grant, RefreshToken
+
+    grant_types = ["authorization_code", "refresh_token"] if refresh_token else ["authorization_code"]
+    rp = create_test_client(app, grant_types=grant_types)
+    code, verifier, _ = get_code(Browser(client, issuer), rp, user)
+    with app.app_context():
+        engine = db.engine
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    def committed(conn: Any) -> None:
+        seen.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", committed)
+    try:
+        response = exchange_code(client, rp, code, verifier)
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", committed)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    answer = response.get_json()
+    assert answer["id_token"] and ("refresh_token" in answer) is refresh_token
+    writes = [kind for kind in seen if kind != "SELECT"]  # the reads (the user, the client if not cached) first
+    if engine.dialect.name == "postgresql":
+        assert seen[-2:] == writes == ["WITH", "COMMIT"], seen
+    else:
+        assert seen[-len(writes) :] == writes == ["INSERT"] * (3 if refresh_token else 2) + ["COMMIT"], seen
+    with app.app_context():
+        grant = db.session.scalars(select(Grant).where(Grant.client_id == rp.client_id)).one()
+        assert grant.user_id == user.id and grant.code_hash and grant.scope == answer["scope"]
+        tokens = db.session.scalar(
+            select(func.count()).select_from(RefreshToken).where(RefreshToken.grant_id == grant.id)
+        )
+        assert tokens == (1 if refresh_token else 0)
+        issued = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "token.issued", AuditEvent.client_id == rp.client_id)
+        ).one()
+        assert issued.user_id == user.id and issued.detail["grant_id"] == grant.id
+        db.session.remove()
+    if refresh_token:  # the refresh token written with its grant works
+        again = client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": answer["refresh_token"]},
+            auth=(rp.client_id, rp.client_secret),
+        )
+        assert again.status_code == 200, again.get_data(as_text=True)

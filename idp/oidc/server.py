@@ -76,8 +76,8 @@ class AuthorizationServer(_AuthorizationServer):
         return IssuerURLRequest(flask_request)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        # The grant and refresh token were added to the transaction when the token was generated; the token view
-        # commits once the whole response (ID token included) is made, so nothing is read again after a commit.
+        # The code and refresh grants write their token.issued row with their own rows (their save_token); this is
+        # for the others. The token view commits once the whole response is made.
         if request.payload.grant_type == "client_credentials":
             # A machine's token for itself concerns no person: counted and logged, not written to the audit
             # table, which keeps this grant free of database writes (it is the one relying parties call most).

@@ -40,11 +40,9 @@ def sign_jwt(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> 
     return jwt.encode(header, claims, key.key, algorithms=[alg])
 
 
-def token_response(
-    *, client: Client, user: User | None, scope: str, grant: Grant | None, include_refresh_token: bool
-) -> dict[str, Any]:
-    """The token endpoint's answer (RFC 6749 section 5.1): a new access token and, when asked, a new
-    refresh token in ``grant``'s family."""
+def token_response(*, client: Client, user: User | None, scope: str, grant: Grant | None) -> dict[str, Any]:
+    """The token endpoint's answer (RFC 6749 section 5.1) with a new access token; a grant that issues a refresh
+    token adds it (idp.store.grants.new_refresh_token) and writes it with the rest of its rows."""
     config = current_provider().config
     ttl = config.tokens.access_token_ttl
     subject = subject_for(user, client) if user is not None else client.client_id
@@ -52,8 +50,6 @@ def token_response(
     token: dict[str, Any] = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
     if scope:
         token["scope"] = scope
-    if include_refresh_token and grant is not None:
-        token["refresh_token"] = grant_store.issue_refresh_token(grant, config.tokens.refresh_token_idle_ttl)
     return token
 
 

@@ -22,6 +22,7 @@ _refresh_tokens = RefreshToken.__table__
 _audit_events = AuditEvent.__table__
 _INSERT_REFRESH_TOKEN = insert(_refresh_tokens)
 _INSERT_AUDIT_EVENT = insert(_audit_events)
+_INSERT_GRANT = insert(Grant.__table__)
 _MARK_ROTATED = (
     update(_refresh_tokens)
     .where(_refresh_tokens.c.token_hash == bindparam("presented_hash"), _refresh_tokens.c.rotated_at.is_(None))
@@ -59,7 +60,7 @@ def _rotation_in_one_statement() -> Any:
     presented token was still unrotated; of two concurrent rotations the second waits for the first's row lock,
     then finds it rotated and writes nothing. One statement is its own transaction: no BEGIN or COMMIT.
     """
-    rt, audit = _refresh_tokens, _audit_events
+    rt = _refresh_tokens
     rotated = _MARK_ROTATED.returning(rt.c.grant_id).cte("rotated")
     successor = insert(rt).from_select(
         ["token_hash", "grant_id", "issued_at", "expires_at"],
@@ -70,7 +71,15 @@ def _rotation_in_one_statement() -> Any:
             bindparam("successor_expires_at", type_=rt.c.expires_at.type),
         ),
     )
-    logged = insert(audit).from_select(
+    logged = _audit_row_from(rotated)
+    return select(func.count()).select_from(rotated).add_cte(successor.cte("successor"), logged.cte("logged"))
+
+
+def _audit_row_from(written: Any) -> Any:
+    """An insert of the audit row (bound parameters named as :func:`audit.event_row`'s keys), one per row of the
+    ``written`` CTE: none when that write wrote nothing."""
+    audit = _audit_events
+    return insert(audit).from_select(
         ["at", "event", "user_id", "client_id", "ip_address", "detail"],
         select(
             bindparam("at", type_=audit.c.at.type),
@@ -79,15 +88,46 @@ def _rotation_in_one_statement() -> Any:
             bindparam("client_id", type_=audit.c.client_id.type),
             bindparam("ip_address", type_=audit.c.ip_address.type),
             bindparam("detail", type_=audit.c.detail.type),
-        ).select_from(rotated),
+        ).select_from(written),
     )
-    return select(func.count()).select_from(rotated).add_cte(successor.cte("successor"), logged.cte("logged"))
 
 
 _ROTATE_IN_ONE_STATEMENT = _rotation_in_one_statement()
 
 
-def create_grant(
+def _new_grant_in_one_statement(with_token: bool) -> Any:
+    """PostgreSQL: insert a new grant, its first refresh token and the audit row in one statement (the code
+    exchange); the other inserts select from the grant's RETURNING, so the foreign key is met within it."""
+    rt = _refresh_tokens
+    granted = (
+        insert(_grants)
+        .values({column.key: bindparam("grant_" + column.key, type_=column.type) for column in _grants.c})
+        .returning(_grants.c.id)
+        .cte("granted")
+    )
+    ctes = []
+    if with_token:
+        first_token = insert(rt).from_select(
+            ["token_hash", "grant_id", "issued_at", "expires_at"],
+            select(
+                bindparam("token_hash", type_=rt.c.token_hash.type),
+                granted.c.id,
+                bindparam("token_issued_at", type_=rt.c.issued_at.type),
+                bindparam("token_expires_at", type_=rt.c.expires_at.type),
+            ),
+        )
+        ctes.append(first_token.cte("first_token"))
+    ctes.append(_audit_row_from(granted).cte("logged"))
+    return select(func.count()).select_from(granted).add_cte(*ctes)
+
+
+_NEW_GRANT_WITH_TOKEN = _new_grant_in_one_statement(with_token=True)
+_NEW_GRANT_WITHOUT_TOKEN = _new_grant_in_one_statement(with_token=False)
+#: Each column of the grants table with the Grant attribute that holds it.
+_GRANT_COLUMNS = tuple((column, inspect(Grant).get_property_by_column(column).key) for column in _grants.c)
+
+
+def new_grant(
     *,
     client_id: str,
     user_id: str | None,
@@ -100,8 +140,9 @@ def create_grant(
     code_hash: str | None,
     lifetime: int,
 ) -> Grant:
+    """A new grant, not yet written: :func:`write_new_grant` writes it with its first refresh token."""
     now = clock.now()
-    grant = Grant(
+    return Grant(
         id=new_token(24),
         client_id=client_id,
         user_id=user_id,
@@ -114,9 +155,35 @@ def create_grant(
         code_hash=code_hash,
         created_at=now,
         expires_at=now + dt.timedelta(seconds=lifetime),
+        revoked_at=None,
+        revoked_reason=None,
     )
-    db.session.add(grant)
-    return grant
+
+
+def write_new_grant(grant: Grant, first_refresh_token: NewRefreshToken | None, audit_row: dict[str, Any]) -> None:
+    """Write a grant made by :func:`new_grant`, its first refresh token (if any) and the audit row, all or nothing.
+
+    In the caller's transaction: on PostgreSQL as one statement (the inserts of the token and the audit row select
+    from the grant's), on SQLite as three.
+    """
+    connection = db.session.connection()
+    row = {column.key: getattr(grant, key) for column, key in _GRANT_COLUMNS}
+    if _one_statement_rotation():
+        values = {"grant_" + name: value for name, value in row.items()} | audit_row
+        if first_refresh_token is not None:
+            values.update(
+                token_hash=first_refresh_token.token_hash,
+                token_issued_at=first_refresh_token.issued_at,
+                token_expires_at=first_refresh_token.expires_at,
+            )
+        statement = _NEW_GRANT_WITH_TOKEN if first_refresh_token is not None else _NEW_GRANT_WITHOUT_TOKEN
+        if connection.execute(statement, values).scalar_one() != 1:
+            raise RuntimeError("the new grant was not written")  # cannot happen: an insert without conditions
+        return
+    connection.execute(_INSERT_GRANT, row)
+    if first_refresh_token is not None:
+        connection.execute(_INSERT_REFRESH_TOKEN, first_refresh_token.row())
+    connection.execute(_INSERT_AUDIT_EVENT, audit_row)
 
 
 def get_grant(grant_id: str, *, with_user: bool = False) -> Grant | None:
@@ -196,16 +263,6 @@ def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
     now = clock.now()
     expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
     return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
-
-
-def issue_refresh_token(grant: Grant, idle_ttl: int) -> str:
-    """A new refresh token in ``grant``'s family, added to the current transaction."""
-    new = new_refresh_token(grant, idle_ttl)
-    # The grant it refers to may be new in this transaction: flushed first, as Core statements do not autoflush.
-    if db.session.new:
-        db.session.flush()
-    db.session.connection().execute(_INSERT_REFRESH_TOKEN, new.row())
-    return new.token
 
 
 def find_refresh_token(token: str) -> RefreshToken | None:

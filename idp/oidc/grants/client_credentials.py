@@ -26,6 +26,4 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         include_refresh_token: bool = False,
     ) -> dict[str, Any]:
         # Authlib passes the raw requested scope; the checked one (with the default applied) is on the request.
-        return token_response(
-            client=self.client, user=None, scope=self.request.scope, grant=None, include_refresh_token=False
-        )
+        return token_response(client=self.client, user=None, scope=self.request.scope, grant=None)

@@ -67,9 +67,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     ) -> dict[str, Any]:
         row: RefreshToken = self.request.refresh_token
         self.request.idp_grant = row.grant
-        token = token_response(
-            client=self.client, user=user, scope=scope or "", grant=row.grant, include_refresh_token=False
-        )
+        token = token_response(client=self.client, user=user, scope=scope or "", grant=row.grant)
         idle_ttl = current_provider().config.tokens.refresh_token_idle_ttl
         self._successor = grant_store.new_refresh_token(row.grant, idle_ttl)
         token["refresh_token"] = self._successor.token
