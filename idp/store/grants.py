@@ -15,9 +15,9 @@ from ..security import new_token, sha256_hex
 from . import read_outside_a_transaction
 from .models import AuditEvent, Grant, RefreshToken, User
 
-# The statements and loader options of the refresh path, built once: on every refresh, building them again cost
-# about as much as running them. Core statements on the table, not ORM ones: nothing reads the rows back in the
-# request, and the ORM's paths cost more than the statements themselves.
+# The statements and loader options of the refresh path and the code exchange, built once: on every refresh,
+# building them again cost about as much as running them. Core statements on the table, not ORM ones: nothing
+# reads the rows back in the request, and the ORM's paths cost more than the statements themselves.
 _refresh_tokens = RefreshToken.__table__
 _audit_events = AuditEvent.__table__
 _INSERT_REFRESH_TOKEN = insert(_refresh_tokens)
@@ -45,11 +45,15 @@ _READ_REFRESH_TOKEN = (
     )
     .where(_refresh_tokens.c.token_hash == bindparam("token_hash"))
 )
-#: Each model of that row with its attribute names, in the order of its table's columns.
-_READ_MODELS = tuple(
-    (model, tuple(inspect(model).get_property_by_column(column).key for column in model.__table__.c))
-    for model in (RefreshToken, Grant, User)
-)
+
+
+def _attribute_names(model: type) -> tuple[str, ...]:
+    """The model's attribute for each column of its table, in the table's order."""
+    return tuple(inspect(model).get_property_by_column(column).key for column in model.__table__.c)
+
+
+#: Each model of that row with its attribute names.
+_READ_MODELS = tuple((model, _attribute_names(model)) for model in (RefreshToken, Grant, User))
 _WITH_GRANT_AND_USER = [joinedload(RefreshToken.grant).joinedload(Grant.user)]
 
 
@@ -124,7 +128,7 @@ def _new_grant_in_one_statement(with_token: bool) -> Any:
 _NEW_GRANT_WITH_TOKEN = _new_grant_in_one_statement(with_token=True)
 _NEW_GRANT_WITHOUT_TOKEN = _new_grant_in_one_statement(with_token=False)
 #: Each column of the grants table with the Grant attribute that holds it.
-_GRANT_COLUMNS = tuple((column, inspect(Grant).get_property_by_column(column).key) for column in _grants.c)
+_GRANT_COLUMNS = tuple(zip(_grants.c, _attribute_names(Grant), strict=True))
 
 
 def new_grant(
@@ -168,7 +172,7 @@ def write_new_grant(grant: Grant, first_refresh_token: NewRefreshToken | None, a
     """
     connection = db.session.connection()
     row = {column.key: getattr(grant, key) for column, key in _GRANT_COLUMNS}
-    if _one_statement_rotation():
+    if _writes_in_one_statement():
         values = {"grant_" + name: value for name, value in row.items()} | audit_row
         if first_refresh_token is not None:
             values.update(
@@ -306,7 +310,7 @@ def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, au
     written) when the token was rotated meanwhile, by a concurrent use of it: the caller treats that as a replay."""
     now = clock.now()
     connection = db.session.connection()
-    if _one_statement_rotation():
+    if _writes_in_one_statement():
         values = {
             "presented_hash": presented.token_hash,
             "now": now,
@@ -332,5 +336,5 @@ def revoke_grant_by_id(grant_id: str, reason: str) -> bool:
     return result.rowcount == 1
 
 
-def _one_statement_rotation() -> bool:
+def _writes_in_one_statement() -> bool:
     return db.engine.dialect.name == "postgresql"
