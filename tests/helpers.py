@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from html.parser import HTMLParser
@@ -363,3 +365,56 @@ def add_registry_person(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(people, ensure_ascii=False), encoding="utf-8")
+
+
+# -- what the database saw ---------------------------------------------------------------------------
+
+
+@dataclass
+class StatementLog:
+    """The SQL the app's engine ran, in order: each statement's first keyword with whether its connection was in
+    autocommit, and ("COMMIT", False) for each commit."""
+
+    dialect: str
+    entries: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def kinds(self) -> list[str]:
+        """Statements and commits, in order."""
+        return [kind for kind, _ in self.entries]
+
+    @property
+    def statements(self) -> list[str]:
+        return [kind for kind in self.kinds if kind != "COMMIT"]
+
+    @property
+    def autocommit(self) -> list[bool]:
+        """For each statement (commits left out), whether it ran outside a transaction."""
+        return [outside for kind, outside in self.entries if kind != "COMMIT"]
+
+
+@contextmanager
+def statements_run(app: Flask) -> Iterator[StatementLog]:
+    """Record what the app's database engine runs inside the block (statements, not time: tests of round trips)."""
+    from sqlalchemy import event
+
+    from idp.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    log = StatementLog(engine.dialect.name)
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        autocommit = getattr(cursor.connection, "autocommit", None) is True
+        log.entries.append((statement.split(None, 1)[0].upper(), autocommit))
+
+    def committed(conn: Any) -> None:
+        log.entries.append(("COMMIT", False))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", committed)
+    try:
+        yield log
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "commit", committed)

@@ -32,6 +32,7 @@ from .helpers import (
     is_logged_in,
     pkce_pair,
     query_of,
+    statements_run,
     valid_national_code,
 )
 
@@ -767,34 +768,15 @@ def test_code_is_bound_to_its_pkce_challenge(app, user, rp_client):
 def test_a_password_login_reads_the_account_once_and_nothing_after_its_commit(app, client, issuer, user, rp_client):
     """The login POST of every code flow: the account read, the session and its audit row written in one transaction,
     and nothing read back after the commit (reading the new session's id afterwards cost a second transaction)."""
-    from sqlalchemy import event
-
-    from idp.extensions import db
-
     browser = Browser(client, issuer)
     _verifier, challenge = pkce_pair()
     page = browser.authorize(authorization_params(rp_client, challenge))
     assert b'name="national_code"' in page.data
-    with app.app_context():
-        engine = db.engine
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
-
-    def committed(conn: Any) -> None:
-        seen.append("COMMIT")
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "commit", committed)
-    try:
-        # The POST alone, not the redirects it starts.
-        form = find_form(page.get_data(as_text=True), field_name="national_code")
-        values = {**dict(form.fields), "national_code": user.national_code, "password": user.password}
-        response = client.post(form.action, data=values)
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-        event.remove(engine, "commit", committed)
+    form = find_form(page.get_data(as_text=True), field_name="national_code")
+    values = {**dict(form.fields), "national_code": user.national_code, "password": user.password}
+    with statements_run(app) as log:
+        response = client.post(form.action, data=values)  # the POST alone, not the redirects it starts
+    seen = log.kinds
     assert response.status_code in (302, 303), response.get_data(as_text=True)[:500]
     assert seen[-1] == "COMMIT", seen
     assert seen.count("SELECT") == 1 and seen.count("COMMIT") == 1, seen
@@ -806,10 +788,6 @@ def test_resuming_after_login_reads_the_session_and_consent_outside_a_transactio
     """The redirect back to the authorization endpoint after every login reads the login session and the consent
     and writes nothing: on PostgreSQL both reads run in autocommit, with no BEGIN before them and no ROLLBACK
     after (two round trips of every code flow)."""
-    from sqlalchemy import event
-
-    from idp.extensions import db
-
     rp = create_test_client(app)
     get_code(Browser(client, issuer), rp, user)  # logs in and consents once
     browser = Browser(client, issuer)
@@ -819,20 +797,10 @@ def test_resuming_after_login_reads_the_session_and_consent_outside_a_transactio
     values = {**dict(form.fields), "national_code": user.national_code, "password": user.password}
     logged_in = client.post(form.action, data=values)
     assert logged_in.status_code in (302, 303) and "/authorize/resume" in logged_in.location
-    with app.app_context():
-        engine = db.engine
-    seen: list[tuple[str, bool]] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append((statement.split(None, 1)[0].upper(), getattr(cursor.connection, "autocommit", None) is True))
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with statements_run(app) as log:
         response = client.get(logged_in.location)
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
     assert response.status_code == 302 and response.location.startswith(rp.redirect_uri), response.location
     assert "code=" in response.location
-    assert [kind for kind, _ in seen] == ["SELECT", "SELECT"], seen  # the session, the consent
-    if engine.dialect.name == "postgresql":
-        assert all(outside for _, outside in seen), seen  # psycopg sends no BEGIN, so no ROLLBACK either
+    assert log.statements == ["SELECT", "SELECT"], log.entries  # the session, the consent
+    if log.dialect == "postgresql":
+        assert all(log.autocommit), log.entries  # psycopg sends no BEGIN, so no ROLLBACK either

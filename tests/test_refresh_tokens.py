@@ -22,7 +22,16 @@ from idp.extensions import db
 from idp.store import grants as grant_store
 from idp.store.models import User
 
-from .helpers import POST_LOGOUT_URI, Browser, ClientInfo, UserInfo, create_test_client, exchange_code, get_code
+from .helpers import (
+    POST_LOGOUT_URI,
+    Browser,
+    ClientInfo,
+    UserInfo,
+    create_test_client,
+    exchange_code,
+    get_code,
+    statements_run,
+)
 
 DAY = 24 * 3600
 
@@ -313,40 +322,19 @@ def test_a_refresh_reads_once_writes_once_and_commits_last(app, client, issuer, 
     nothing is read back afterwards. On PostgreSQL that is two statements outside any transaction (one of them
     the three writes as one statement): no BEGIN or COMMIT round trips. Statements, not time: a regression here
     costs every relying party."""
-    from sqlalchemy import event
-
-    from idp.extensions import db
-
     first = tokens_for(client, issuer, rp_client, user)
-    with app.app_context():
-        engine = db.engine
-    statements: list[str] = []
-    autocommit: list[bool] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
-        autocommit.append(getattr(cursor.connection, "autocommit", None) is True)
-
-    commits: list[int] = []
-
-    def committed(conn: Any) -> None:
-        commits.append(len(statements))
-
-    event.listen(engine, "before_cursor_execute", seen)
-    event.listen(engine, "commit", committed)
-    try:
+    with statements_run(app) as log:
         second = refreshed(client, rp_client, first["refresh_token"])
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-        event.remove(engine, "commit", committed)
     assert second["id_token"] and second["refresh_token"] != first["refresh_token"]
-    if engine.dialect.name == "postgresql":
+    statements = log.statements
+    if log.dialect == "postgresql":
         assert statements == ["SELECT", "WITH"], statements
-        assert autocommit == [True, True]  # psycopg sends no BEGIN, and COMMIT finds nothing to commit
+        assert log.autocommit == [True, True]  # psycopg sends no BEGIN, and COMMIT finds nothing to commit
     else:
         assert statements.count("SELECT") == 1, statements
         assert statements.count("UPDATE") == 1 and statements.count("INSERT") == 2, statements
-        assert commits and commits[0] == len(statements), (commits, statements)  # nothing after the commit
+        # Nothing after the commit: the first commit comes after every statement.
+        assert "COMMIT" in log.kinds and log.kinds.index("COMMIT") == len(statements), log.kinds
     # What the writes wrote: the presented token rotated, its successor live, one token.issued row.
     assert active(client, rp_client, first["refresh_token"]) is False
     assert active(client, rp_client, second["refresh_token"]) is True

@@ -24,7 +24,16 @@ from joserfc.jwk import ECKey, KeySet
 from idp import clock
 from idp.store.clients import InvalidRegistration
 
-from .helpers import REDIRECT_URI, Browser, ClientInfo, UserInfo, create_test_client, exchange_code, get_code
+from .helpers import (
+    REDIRECT_URI,
+    Browser,
+    ClientInfo,
+    UserInfo,
+    create_test_client,
+    exchange_code,
+    get_code,
+    statements_run,
+)
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 API_SCOPES = "devices:read devices:write"
@@ -771,7 +780,7 @@ def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_ans
     """The exchange reads the user, makes the whole answer (ID token included), then writes the grant, its first
     refresh token and the token.issued row: one statement on PostgreSQL (three inserts on SQLite) in one
     transaction, committed last. Statements, not time: every code flow of every relying party pays for them."""
-    from sqlalchemy import event, func, select
+    from sqlalchemy import func, select
 
     from idp.extensions import db
     from idp.store.models import AuditEvent, Grant, RefreshToken
@@ -779,28 +788,14 @@ def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_ans
     grant_types = ["authorization_code", "refresh_token"] if refresh_token else ["authorization_code"]
     rp = create_test_client(app, grant_types=grant_types)
     code, verifier, _ = get_code(Browser(client, issuer), rp, user)
-    with app.app_context():
-        engine = db.engine
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
-
-    def committed(conn: Any) -> None:
-        seen.append("COMMIT")
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "commit", committed)
-    try:
+    with statements_run(app) as log:
         response = exchange_code(client, rp, code, verifier)
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-        event.remove(engine, "commit", committed)
     assert response.status_code == 200, response.get_data(as_text=True)
     answer = response.get_json()
     assert answer["id_token"] and ("refresh_token" in answer) is refresh_token
+    seen = log.kinds
     writes = [kind for kind in seen if kind != "SELECT"]  # the reads (the user, the client if not cached) first
-    if engine.dialect.name == "postgresql":
+    if log.dialect == "postgresql":
         assert seen[-2:] == writes == ["WITH", "COMMIT"], seen
     else:
         assert seen[-len(writes) :] == writes == ["INSERT"] * (3 if refresh_token else 2) + ["COMMIT"], seen

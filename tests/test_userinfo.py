@@ -16,7 +16,16 @@ from idp import clock
 from idp.store import commit
 from idp.store.users import get_user
 
-from .helpers import Browser, authorization_params, create_test_client, exchange_code, get_code, pkce_pair, query_of
+from .helpers import (
+    Browser,
+    authorization_params,
+    create_test_client,
+    exchange_code,
+    get_code,
+    pkce_pair,
+    query_of,
+    statements_run,
+)
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 PROFILE_CLAIMS = {"name", "given_name", "family_name", "birthdate"}
@@ -109,28 +118,14 @@ def test_userinfo_reads_once_and_writes_nothing(app, client, browser, user, rp_c
     """The endpoint relying parties call on every page view: one statement (the token's grant with its user) and,
     on PostgreSQL, outside any transaction (no BEGIN before it, no ROLLBACK after). A revocation in between is
     still seen at once: every statement reads what was committed before it."""
-    from sqlalchemy import event
-
-    from idp.extensions import db
-
     tokens = sign_in(app, browser, rp_client, user, scope="openid profile")
-    with app.app_context():
-        engine = db.engine
-    seen: list[tuple[str, bool]] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append((statement.split(None, 1)[0].upper(), getattr(cursor.connection, "autocommit", None) is True))
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with statements_run(app) as log:
         response = client.get("/userinfo", headers=bearer(tokens["access_token"]))
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["given_name"] == "علی"  # create_test_user's
-    assert [kind for kind, _ in seen] == ["SELECT"], seen
-    if engine.dialect.name == "postgresql":
-        assert seen[0][1], "the read ran inside a transaction"
+    assert log.statements == ["SELECT"], log.entries
+    if log.dialect == "postgresql":
+        assert log.autocommit[0], "the read ran inside a transaction"
 
     logout = client.post(
         "/token/revoke", data={"token": tokens["refresh_token"]}, auth=(rp_client.client_id, rp_client.client_secret)

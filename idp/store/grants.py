@@ -64,19 +64,25 @@ def _rotation_in_one_statement() -> Any:
     presented token was still unrotated; of two concurrent rotations the second waits for the first's row lock,
     then finds it rotated and writes nothing. One statement is its own transaction: no BEGIN or COMMIT.
     """
-    rt = _refresh_tokens
-    rotated = _MARK_ROTATED.returning(rt.c.grant_id).cte("rotated")
-    successor = insert(rt).from_select(
-        ["token_hash", "grant_id", "issued_at", "expires_at"],
-        select(
-            bindparam("successor_hash", type_=rt.c.token_hash.type),
-            rotated.c.grant_id,
-            bindparam("successor_issued_at", type_=rt.c.issued_at.type),
-            bindparam("successor_expires_at", type_=rt.c.expires_at.type),
-        ),
-    )
+    rotated = _MARK_ROTATED.returning(_refresh_tokens.c.grant_id).cte("rotated")
+    successor = _refresh_token_from(rotated.c.grant_id, "successor")
     logged = _audit_row_from(rotated)
     return select(func.count()).select_from(rotated).add_cte(successor.cte("successor"), logged.cte("logged"))
+
+
+def _refresh_token_from(grant_id: Any, name: str) -> Any:
+    """An insert of a refresh token in the family ``grant_id`` (a column of a CTE: one token per row of it), its
+    values bound as ``<name>_hash``, ``<name>_issued_at`` and ``<name>_expires_at`` (:meth:`NewRefreshToken.bound`)."""
+    rt = _refresh_tokens
+    return insert(rt).from_select(
+        ["token_hash", "grant_id", "issued_at", "expires_at"],
+        select(
+            bindparam(name + "_hash", type_=rt.c.token_hash.type),
+            grant_id,
+            bindparam(name + "_issued_at", type_=rt.c.issued_at.type),
+            bindparam(name + "_expires_at", type_=rt.c.expires_at.type),
+        ),
+    )
 
 
 def _audit_row_from(written: Any) -> Any:
@@ -102,7 +108,6 @@ _ROTATE_IN_ONE_STATEMENT = _rotation_in_one_statement()
 def _new_grant_in_one_statement(with_token: bool) -> Any:
     """PostgreSQL: insert a new grant, its first refresh token and the audit row in one statement (the code
     exchange); the other inserts select from the grant's RETURNING, so the foreign key is met within it."""
-    rt = _refresh_tokens
     granted = (
         insert(_grants)
         .values({column.key: bindparam("grant_" + column.key, type_=column.type) for column in _grants.c})
@@ -111,16 +116,7 @@ def _new_grant_in_one_statement(with_token: bool) -> Any:
     )
     ctes = []
     if with_token:
-        first_token = insert(rt).from_select(
-            ["token_hash", "grant_id", "issued_at", "expires_at"],
-            select(
-                bindparam("token_hash", type_=rt.c.token_hash.type),
-                granted.c.id,
-                bindparam("token_issued_at", type_=rt.c.issued_at.type),
-                bindparam("token_expires_at", type_=rt.c.expires_at.type),
-            ),
-        )
-        ctes.append(first_token.cte("first_token"))
+        ctes.append(_refresh_token_from(granted.c.id, "first_token").cte("first_token"))
     ctes.append(_audit_row_from(granted).cte("logged"))
     return select(func.count()).select_from(granted).add_cte(*ctes)
 
@@ -175,11 +171,7 @@ def write_new_grant(grant: Grant, first_refresh_token: NewRefreshToken | None, a
     if _writes_in_one_statement():
         values = {"grant_" + name: value for name, value in row.items()} | audit_row
         if first_refresh_token is not None:
-            values.update(
-                token_hash=first_refresh_token.token_hash,
-                token_issued_at=first_refresh_token.issued_at,
-                token_expires_at=first_refresh_token.expires_at,
-            )
+            values.update(first_refresh_token.bound("first_token"))
         statement = _NEW_GRANT_WITH_TOKEN if first_refresh_token is not None else _NEW_GRANT_WITHOUT_TOKEN
         if connection.execute(statement, values).scalar_one() != 1:
             raise RuntimeError("the new grant was not written")  # cannot happen: an insert without conditions
@@ -253,6 +245,14 @@ class NewRefreshToken:
     def token_hash(self) -> str:
         return sha256_hex(self.token)
 
+    def bound(self, name: str) -> dict[str, Any]:
+        """Its values under the parameter names of :func:`_refresh_token_from`'s insert named ``name``."""
+        return {
+            name + "_hash": self.token_hash,
+            name + "_issued_at": self.issued_at,
+            name + "_expires_at": self.expires_at,
+        }
+
     def row(self) -> dict[str, Any]:
         return {
             "token_hash": self.token_hash,
@@ -269,11 +269,19 @@ def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
     return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
 
 
-def find_refresh_token(token: str) -> RefreshToken | None:
+def _presented_hash(token: str) -> str | None:
+    """The hash a presented refresh token is kept under, or None for what cannot be one of ours."""
     if not token or len(token) > 200:
         return None
+    return sha256_hex(token)
+
+
+def find_refresh_token(token: str) -> RefreshToken | None:
+    token_hash = _presented_hash(token)
+    if token_hash is None:
+        return None
     # With its grant (a joined relationship) and the grant's user, whom the refresh grant asks for next.
-    return db.session.get(RefreshToken, sha256_hex(token), options=_WITH_GRANT_AND_USER)
+    return db.session.get(RefreshToken, token_hash, options=_WITH_GRANT_AND_USER)
 
 
 def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
@@ -287,9 +295,10 @@ def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
     join (the statement built per call, its cache key, the identity map) cost about 0.3 ms more per refresh.
     """
     read_outside_a_transaction()
-    if not token or len(token) > 200:
+    token_hash = _presented_hash(token)
+    if token_hash is None:
         return None
-    row = db.session.connection().execute(_READ_REFRESH_TOKEN, {"token_hash": sha256_hex(token)}).first()
+    row = db.session.connection().execute(_READ_REFRESH_TOKEN, {"token_hash": token_hash}).first()
     if row is None:
         return None
     (token_model, token_keys), (grant_model, grant_keys), (user_model, user_keys) = _READ_MODELS
@@ -314,9 +323,7 @@ def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, au
         values = {
             "presented_hash": presented.token_hash,
             "now": now,
-            "successor_hash": successor.token_hash,
-            "successor_issued_at": successor.issued_at,
-            "successor_expires_at": successor.expires_at,
+            **successor.bound("successor"),
             **audit_row,
         }
         return connection.execute(_ROTATE_IN_ONE_STATEMENT, values).scalar_one() == 1
