@@ -10,7 +10,7 @@ from joserfc.jwk import KeySet
 
 from idp import clock
 
-from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code
+from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code, statements_run
 
 
 def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
@@ -92,6 +92,18 @@ def test_refreshed_tokens_are_active(app, client, rp_client, tokens):
     new = refresh(client, rp_client, tokens["refresh_token"]).get_json()
     assert introspect(client, rp_client, new["access_token"]).get_json()["active"] is True
     assert introspect(client, rp_client, new["refresh_token"]).get_json()["active"] is True
+
+
+@pytest.mark.parametrize("which", ["access_token", "refresh_token"])
+def test_introspection_reads_once_outside_a_transaction(app, client, rp_client, tokens, which):
+    # Resource servers introspect on every call they serve: one read, and on PostgreSQL no BEGIN and ROLLBACK
+    # around it (two round trips that protect nothing for a read).
+    with statements_run(app) as log:
+        response = introspect(client, rp_client, tokens[which])
+    assert response.get_json()["active"] is True
+    assert log.kinds == ["SELECT"], log.entries
+    if log.dialect == "postgresql":
+        assert log.autocommit == [True], "the read ran inside a transaction"
 
 
 # -- inactive tokens: nothing but active=false ----------------------------------------------------------

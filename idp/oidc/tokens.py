@@ -150,10 +150,12 @@ def _decode_signed_by_us(token: str) -> jwt.Token | None:
         return None
 
 
-def read_access_token(token: str) -> AccessToken | None:
+def read_access_token(token: str, *, with_user: bool = True) -> AccessToken | None:
     """The access token if it is one of ours, correctly signed, of the access-token type and not expired.
 
-    Revocation is not checked here: callers ask :meth:`AccessToken.is_revoked`.
+    Revocation is not checked here: callers ask :meth:`AccessToken.is_revoked`. ``with_user`` reads the grant's
+    user with the grant (userinfo's next question); introspection, which answers from the token's claims, reads
+    the grant alone.
     """
     provider = current_provider()
     decoded = _decode_signed_by_us(token)
@@ -169,8 +171,7 @@ def read_access_token(token: str) -> AccessToken | None:
         return None
     grant = None
     if "gid" in claims:
-        # Userinfo, the most frequent reader of a user's access token, asks for the user next.
-        grant = grant_store.get_grant(str(claims["gid"]), with_user=True)
+        grant = grant_store.get_grant(str(claims["gid"]), with_user=with_user)
         if grant is None:
             return None
     return AccessToken(claims=claims, client=client, grant=grant)

@@ -125,6 +125,7 @@ def revoke() -> Response:
 @bp.post(paths.INTROSPECTION)
 @csrf.exempt
 def introspect() -> Response:
+    read_outside_a_transaction()  # it only reads: the token's grant, or the refresh token with its grant and user
     response = authorization_server().create_endpoint_response("introspection")
     response.headers["Cache-Control"] = "no-store"
     return response
