@@ -87,7 +87,10 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     )
 
     db.init_app(app)
+    from .store import direct
     from .store.connections import ping_connections_after_idle
+
+    direct.init_app(app)
     from .store.schema import render_migration_item
 
     with app.app_context():

@@ -360,6 +360,52 @@ def test_a_code_exchange_refused_for_a_postgres_outage_can_be_retried(fault_app,
     assert tokens.status_code == 200, tokens.get_json()
 
 
+def test_a_refresh_on_a_dropped_connection_gives_503_and_its_retry_works(fault_app, pg_cluster, redis_server):
+    """The refresh's statements run on a pooled connection of the request's own (idp.store.direct). PostgreSQL
+    drops it (a restart, a proxy's idle timeout) and the next refresh comes within the second in which a pooled
+    connection is trusted without a ping: that refresh gets 503 with nothing written, the dead connection is
+    thrown away, and the retry succeeds on a new one with the same token. While PostgreSQL is down, a refresh
+    gets 503 too, and the same token works once it is back."""
+    app = fault_app(pg_cluster.create_database("hoviyat"), redis_server.url)
+    user = create_test_user(app)
+    rp = create_test_client(app)
+    browser = english_browser(app)
+    code, verifier, _ = get_code(browser, rp, user)
+    tokens = exchange_code(browser.client, rp, code, verifier).get_json()
+
+    def refresh(token: str) -> Any:
+        data = {"grant_type": "refresh_token", "refresh_token": token}
+        return browser.client.post("/token", data=data, auth=(rp.client_id, rp.client_secret))
+
+    first = refresh(tokens["refresh_token"])
+    assert first.status_code == 200, first.get_json()
+    with app.app_context():
+        admin = create_engine(db.engine.url)  # not the app's pool: its one connection is the one to drop
+    with admin.connect() as connection:
+        dropped = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    admin.dispose()
+    assert dropped >= 1  # the connection the refresh used, back in the pool
+
+    assert_unavailable_json(refresh(first.get_json()["refresh_token"]), rate_limited_route=True)
+    second = refresh(first.get_json()["refresh_token"])
+    assert second.status_code == 200, second.get_json()
+
+    pg_cluster.stop("fast")
+    # The first finds its pooled connection dead; the second, after it was thrown away, cannot connect.
+    assert_unavailable_json(refresh(second.get_json()["refresh_token"]), rate_limited_route=True)
+    time.sleep(TRUSTED_FOR + 0.2)
+    assert_unavailable_json(refresh(second.get_json()["refresh_token"]), rate_limited_route=True)
+    pg_cluster.start()
+    third = refresh(second.get_json()["refresh_token"])
+    assert third.status_code == 200, third.get_json()
+    assert refresh(third.get_json()["refresh_token"]).status_code == 200
+
+
 # -- 5. Outages in the middle of registration and login ---------------------------------------------------------
 
 

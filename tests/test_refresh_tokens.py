@@ -412,3 +412,28 @@ def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
     retried = refreshed(client, rp_client, first["refresh_token"])
     assert retried["refresh_token"] != first["refresh_token"]
     assert issued_events(app, "refresh_token") == 1 and replay_events(app) == 0
+
+
+def pooled_connections_in_autocommit(app: Any) -> list[bool]:
+    """For each connection idle in the engine's pool, whether it is in autocommit (each taken out once)."""
+    from idp.extensions import db
+
+    with app.app_context():
+        taken = [db.engine.raw_connection() for _ in range(db.engine.pool.checkedin())]
+        try:
+            return [bool(getattr(held.driver_connection, "autocommit", False)) for held in taken]
+        finally:
+            for held in taken:
+                held.close()
+
+
+def test_the_refresh_gives_its_connection_back_out_of_autocommit(app, client, issuer, user, rp_client):
+    """On PostgreSQL the refresh's statements run in autocommit on a connection of its own (idp.store.direct); back
+    in the pool, that connection must be transactional again, or the next request's multi-statement writes on it
+    (a registration, a code exchange) would each commit alone. Also after a refused refresh (a replay)."""
+    first = tokens_for(client, issuer, rp_client, user)
+    second = refreshed(client, rp_client, first["refresh_token"])
+    assert_refused(refresh(client, rp_client, first["refresh_token"]))  # a replay: revokes the family
+    assert_refused(refresh(client, rp_client, second["refresh_token"]))
+    states = pooled_connections_in_autocommit(app)
+    assert states and not any(states), states

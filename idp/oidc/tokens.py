@@ -15,6 +15,7 @@ from typing import Any
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import inspect
 
 from .. import clock
 from ..provider import current_provider
@@ -118,6 +119,8 @@ class AccessToken:
     def get_user(self) -> User | None:
         if self.grant is None or self.grant.user_id is None:
             return None
+        if "user" not in inspect(self.grant).unloaded:  # read with the grant (read_access_token's with_user)
+            return self.grant.user
         return user_store.get_user(self.grant.user_id)
 
     def get_expires_in(self) -> int:
@@ -171,7 +174,7 @@ def read_access_token(token: str, *, with_user: bool = True) -> AccessToken | No
         return None
     grant = None
     if "gid" in claims:
-        grant = grant_store.get_grant(str(claims["gid"]), with_user=with_user)
+        grant = grant_store.find_grant_of_access_token(str(claims["gid"]), with_user=with_user)
         if grant is None:
             return None
     return AccessToken(claims=claims, client=client, grant=grant)

@@ -12,7 +12,7 @@ from ..extensions import csrf
 from ..ops.address_limits import charge_address
 from ..provider import current_provider
 from ..scopes import claims_for_scopes
-from ..store import audit, commit, read_outside_a_transaction
+from ..store import audit, commit
 from ..store.consents import record_consent
 from ..web.forms import ConsentForm, LogoutForm
 from ..web.login_state import current_session
@@ -125,7 +125,6 @@ def revoke() -> Response:
 @bp.post(paths.INTROSPECTION)
 @csrf.exempt
 def introspect() -> Response:
-    read_outside_a_transaction()  # it only reads: the token's grant, or the refresh token with its grant and user
     response = authorization_server().create_endpoint_response("introspection")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -134,7 +133,6 @@ def introspect() -> Response:
 @bp.route(paths.USERINFO, methods=["GET", "POST"])
 @csrf.exempt
 def userinfo() -> Response:
-    read_outside_a_transaction()  # it only reads: the token's grant with its user, in one statement
     response = authorization_server().create_endpoint_response("userinfo")
     response.headers.update(CORS_HEADERS)
     response.headers["Cache-Control"] = "no-store"

@@ -12,6 +12,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from ... import clock
 from ...provider import current_provider
 from ...store import grants as grant_store
+from ...store import read_outside_a_transaction
 from ...store.clients import get_client
 from ...store.models import Client, RefreshToken
 from ...store.users import get_user
@@ -43,6 +44,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         access = read_access_token(token_string, with_user=False)  # the answer comes from its claims
         if access is not None:
             return access
+        read_outside_a_transaction()  # it only reads: the refresh token with its grant and user, in one statement
         row = grant_store.find_refresh_token(token_string)
         return _RefreshTokenView(row) if row is not None else None
 
