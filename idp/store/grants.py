@@ -35,7 +35,7 @@ _REVOKE_GRANT = (
 )
 _grants, _users = Grant.__table__, User.__table__
 #: The refresh path's read: the token, its grant and the grant's user in one row (find_refresh_token_to_rotate).
-_READ_REFRESH_TOKEN = (
+_READ_REFRESH_TOKEN = direct.DirectStatement(
     select(_refresh_tokens, _grants, _users)
     .select_from(
         _refresh_tokens.join(_grants, _refresh_tokens.c.grant_id == _grants.c.id).outerjoin(
@@ -55,8 +55,8 @@ def _attribute_names(model: type) -> tuple[str, ...]:
 _READ_MODELS = tuple((model, _attribute_names(model)) for model in (RefreshToken, Grant, User))
 _GRANT_MODEL, _GRANT_AND_USER_MODELS = _READ_MODELS[1:2], _READ_MODELS[1:]
 #: An access token's grant, with or without its user (find_grant_of_access_token).
-_READ_GRANT = select(_grants).where(_grants.c.id == bindparam("grant_id"))
-_READ_GRANT_WITH_USER = (
+_READ_GRANT = direct.DirectStatement(select(_grants).where(_grants.c.id == bindparam("grant_id")))
+_READ_GRANT_WITH_USER = direct.DirectStatement(
     select(_grants, _users)
     .select_from(_grants.outerjoin(_users, _grants.c.user_id == _users.c.id))
     .where(_grants.c.id == bindparam("grant_id"))
@@ -111,9 +111,6 @@ def _audit_row_from(written: Any) -> Any:
 
 
 _ROTATE_IN_ONE_STATEMENT = direct.DirectStatement(_rotation_in_one_statement())
-_READ_REFRESH_TOKEN_DIRECT = direct.DirectStatement(_READ_REFRESH_TOKEN)
-_READ_GRANT_DIRECT = direct.DirectStatement(_READ_GRANT)
-_READ_GRANT_WITH_USER_DIRECT = direct.DirectStatement(_READ_GRANT_WITH_USER)
 
 
 def _new_grant_in_one_statement(with_token: bool) -> Any:
@@ -305,7 +302,7 @@ def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
     token_hash = _presented_hash(token)
     if token_hash is None:
         return None
-    row = _read_one(_READ_REFRESH_TOKEN_DIRECT, {"token_hash": token_hash})
+    row = _read_one(_READ_REFRESH_TOKEN, {"token_hash": token_hash})
     if row is None:
         return None
     refresh_token, grant, user = _objects(row, _READ_MODELS)
@@ -318,7 +315,7 @@ def find_grant_of_access_token(grant_id: str, *, with_user: bool) -> Grant | Non
     """An access token's grant (``with_user``: and the grant's user, as ``grant.user``), detached from the session,
     read in one statement: on PostgreSQL outside a transaction on the request's direct connection, as the refresh
     reads (userinfo and introspection read nothing else from the database)."""
-    row = _read_one(_READ_GRANT_WITH_USER_DIRECT if with_user else _READ_GRANT_DIRECT, {"grant_id": grant_id})
+    row = _read_one(_READ_GRANT_WITH_USER if with_user else _READ_GRANT, {"grant_id": grant_id})
     if row is None:
         return None
     if not with_user:
