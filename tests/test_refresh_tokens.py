@@ -290,6 +290,31 @@ def test_the_refresh_read_leaves_nothing_for_the_session_to_write(app, client, i
         db.session.rollback()
 
 
+@pytest.mark.parametrize("with_user", [True, False])
+def test_an_access_tokens_grant_is_read_as_loaded_with_nothing_to_write(
+    app, client, issuer, user, rp_client, with_user
+):
+    """Userinfo and introspection read the access token's grant (userinfo with its user) the same way."""
+    token = tokens_for(client, issuer, rp_client, user)
+    grant_id = jwt.decode(token["access_token"], KeySet.import_key_set(client.get("/jwks.json").get_json())).claims[
+        "gid"
+    ]
+    with app.test_request_context():
+        grant = grant_store.find_grant_of_access_token(grant_id, with_user=with_user)
+        assert grant is not None and grant.id == grant_id and grant.client_id == rp_client.client_id
+        loaded = [grant, grant.user] if with_user else [grant]
+        for row in loaded:
+            state = inspect(row)
+            assert state.detached and not state.modified
+            assert not state.expired_attributes
+        if with_user:
+            assert grant.user.id == user.id and not inspect(grant).unloaded
+        else:
+            assert "user" in inspect(grant).unloaded  # not read: introspection answers from the token's claims
+        assert not db.session.new and not db.session.dirty
+        db.session.rollback()
+
+
 # -- logout at the provider -----------------------------------------------------------------------------------
 
 

@@ -72,7 +72,9 @@ def run(statement: DirectStatement, params: Mapping[str, Any]) -> list[tuple[Any
         observe(sql, driver)
     try:
         cursor = driver.execute(sql, values)
-        rows = cursor.fetchall() if cursor.description is not None else []
+        # The result's status, not cursor.description: psycopg builds a description object per column for that
+        # (38 on the refresh read), ~40 µs a statement on this project's benchmark machine.
+        rows = cursor.fetchall() if cursor.pgresult.status == dialect.loaded_dbapi.pq.ExecStatus.TUPLES_OK else []
     except dialect.loaded_dbapi.Error as error:
         # A connection found dead is replaced by the pool when the request gives it back (its reset fails there).
         raise _as_sqlalchemy_error(error, sql) from error

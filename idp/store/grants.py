@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, inspect, select, update
 from sqlalchemy.orm import joinedload, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import clock
 from ..extensions import db
@@ -306,8 +307,8 @@ def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
     if row is None:
         return None
     refresh_token, grant, user = _objects(row, _READ_MODELS)
-    refresh_token.grant, grant.user = grant, user
-    _as_loaded(refresh_token, grant, user)
+    _link(refresh_token, "grant", grant)
+    _link(grant, "user", user)
     return refresh_token
 
 
@@ -320,11 +321,9 @@ def find_grant_of_access_token(grant_id: str, *, with_user: bool) -> Grant | Non
         return None
     if not with_user:
         (grant,) = _objects(row, _GRANT_MODEL)
-        _as_loaded(grant)
         return grant
     grant, user = _objects(row, _GRANT_AND_USER_MODELS)
-    grant.user = user
-    _as_loaded(grant, user)
+    _link(grant, "user", user)
     return grant
 
 
@@ -337,24 +336,32 @@ def _read_one(statement: direct.DirectStatement, params: dict[str, Any]) -> Any:
 
 
 def _objects(row: Any, models: tuple[tuple[type, tuple[str, ...]], ...]) -> list[Any]:
-    """One new object per model from consecutive columns of ``row``; None for a model whose columns are all NULL
-    (an outer join's missing side)."""
+    """One object per model from consecutive columns of ``row``, as if loaded by a session since closed (nothing
+    pending, so a later add() would write nothing; nothing left to load); None for a model whose columns are all
+    NULL (an outer join's missing side).
+
+    The values go into each new instance's ``__dict__``, where the ORM's own loading puts them: the models'
+    constructor would set them one by one through the instrumented attributes, an event and a history record
+    each, ~50 µs per refresh (38 columns) of which this keeps ~10."""
     objects: list[Any] = []
     start = 0
     for model, keys in models:
         values = row[start : start + len(keys)]
         start += len(keys)
-        missing = all(value is None for value in values)
-        objects.append(None if missing else model(**dict(zip(keys, values, strict=True))))
+        if all(value is None for value in values):
+            objects.append(None)
+            continue
+        loaded = model.__mapper__.class_manager.new_instance()
+        loaded.__dict__.update(zip(keys, values, strict=True))
+        make_transient_to_detached(loaded)  # its identity key from the values; none of them pending
+        objects.append(loaded)
     return objects
 
 
-def _as_loaded(*objects: Any) -> None:
-    """Make new objects (their relationships set) as if loaded by a session since closed: no pending changes, so a
-    later add() would write nothing, and nothing left to load."""
-    for loaded in objects:
-        if loaded is not None:
-            make_transient_to_detached(loaded)
+def _link(parent: Any, relationship: str, child: Any) -> None:
+    """Set a many-to-one relationship of an object made by :func:`_objects` as loaded, not as a change."""
+    if parent is not None:
+        set_committed_value(parent, relationship, child)
 
 
 def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:
