@@ -128,6 +128,7 @@ def test_without_redis_nothing_is_remembered_and_the_store_failure_shows():
     with pytest.raises(StoreUnavailable):
         store.is_absent(KEY, remember_for=60)
     assert store.absences.recall(store.prefix + KEY) == (False, None)
+    assert store.remembered("grant:g1") == (None, None)  # nothing may be remembered: every lookup reads
 
 
 def test_the_in_process_store_has_nothing_to_remember():
@@ -136,6 +137,21 @@ def test_the_in_process_store_has_nothing_to_remember():
     store.put_and_announce(KEY, {"v": 1}, ttl=60)
     assert store.is_absent(KEY, remember_for=60) is False
     assert store.get(KEY) == {"v": 1}
+    # A value read from the database: the admin commands change it from another process, which could not announce.
+    store.remember("grant:g1", "active", ticket=0, remember_for=60)
+    assert store.remembered("grant:g1") == (None, None)
+
+
+def test_a_remembered_value_is_forgotten_at_its_announcement_elsewhere(workers):
+    first, second = workers
+    value, ticket = first.remembered("grant:g1")
+    assert value is None and ticket is not None
+    first.remember("grant:g1", "active", ticket, remember_for=60)
+    first.remember("grant:g2", "active", first.remembered("grant:g2")[1], remember_for=60)
+    assert first.remembered("grant:g1")[0] == "active"
+    second.announce(["grant:g1"])
+    assert _seen_within(lambda: first.remembered("grant:g1")[0] is None)
+    assert first.remembered("grant:g2")[0] == "active"  # only the key announced
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # two workers share Redis, not process memory
@@ -160,4 +176,30 @@ def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted
     # Within moments, far inside the 5 s a worker may remember "not revoked": the announcement did it.
     assert _seen_within(
         lambda: two.post("/token/introspect", data={"token": token}, auth=auth).get_json() == {"active": False}
+    )
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # two workers share Redis, not process memory
+def test_a_revoked_grant_is_refused_at_once_by_a_worker_that_remembered_it_active(backend, tmp_path):
+    """Two apps sharing the database and the store (two workers): the second introspects a user's access token
+    (and remembers its grant active), the first revokes the grant (the relying party revokes its refresh token),
+    the second says inactive within moments."""
+    from .conftest import make_app
+    from .helpers import Browser, create_test_client, create_test_user, exchange_code, get_code
+
+    first_app = make_app(backend, tmp_path / "one")
+    server = first_app.extensions["idp"].config.server
+    second_app = make_app(backend, tmp_path / "two", server={"issuer": server.issuer, "port": server.port})
+    portal = create_test_client(first_app)
+    person = create_test_user(first_app)
+    auth = (portal.client_id, portal.client_secret)
+    one, two = first_app.test_client(), second_app.test_client()
+    code, verifier, _ = get_code(Browser(one, server.issuer), portal, person)
+    tokens = exchange_code(one, portal, code, verifier).get_json()
+    access = tokens["access_token"]
+    for _ in range(2):
+        assert two.post("/token/introspect", data={"token": access}, auth=auth).get_json()["active"] is True
+    assert one.post("/token/revoke", data={"token": tokens["refresh_token"]}, auth=auth).status_code == 200
+    assert _seen_within(
+        lambda: two.post("/token/introspect", data={"token": access}, auth=auth).get_json() == {"active": False}
     )

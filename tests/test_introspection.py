@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,10 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from idp import clock
+from idp.extensions import db
+from idp.store import commit
+from idp.store import grants as grant_store
+from idp.store.models import Grant
 
 from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code, statements_run
 
@@ -104,6 +109,59 @@ def test_introspection_reads_once_outside_a_transaction(app, client, rp_client, 
     assert log.kinds == ["SELECT"], log.entries
     if log.dialect == "postgresql":
         assert log.autocommit == [True], "the read ran inside a transaction"
+
+
+def _grant_id(client, access_token: str) -> str:
+    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
+    return jwt.decode(access_token, keys, algorithms=["RS256", "ES256"]).claims["gid"]
+
+
+def _inactive_within(check, seconds: float = 1.0) -> bool:
+    """True once ``check()`` is, within ``seconds``: far inside the 5 s a worker may remember a grant active, so only
+    the revocation's announcement can make it true (which a starved Redis may deliver milliseconds late)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+REVOCATIONS = {
+    "the grant (token revocation, code replay)": lambda grant: grant_store.revoke_grant(grant, "test"),
+    "by id (refresh replay)": lambda grant: grant_store.revoke_grant_by_id(grant.id, "test"),
+    "the session's (logout)": lambda grant: grant_store.revoke_session_grants(grant.session_id, "test"),
+    "the user's (password change)": lambda grant: grant_store.revoke_user_grants(grant.user_id, "test"),
+    "the client's for the user (connected apps)": lambda grant: grant_store.revoke_client_grants(
+        grant.user_id, grant.client_id, "test"
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # remembered only over Redis
+@pytest.mark.parametrize("revocation", list(REVOCATIONS))
+def test_a_grant_found_active_is_remembered_until_its_revocation_commits(app, client, rp_client, tokens, revocation):
+    """A resource server introspects on every call it serves: after the first, the worker answers from its memory
+    of the grant (no statement), and forgets it as soon as any revocation of the grant commits, whichever way."""
+    token = tokens["access_token"]
+    assert introspect(client, rp_client, token).get_json()["active"] is True
+    with statements_run(app) as log:
+        assert introspect(client, rp_client, token).get_json()["active"] is True
+    assert log.entries == [], "the second introspection read the grant again"
+
+    with app.app_context():
+        grant = db.session.get(Grant, _grant_id(client, token))
+        assert REVOCATIONS[revocation](grant)
+        db.session.rollback()  # not committed: nothing announced, the grant still active
+    with statements_run(app) as log:
+        assert introspect(client, rp_client, token).get_json()["active"] is True
+    assert log.entries == []
+
+    with app.app_context():
+        grant = db.session.get(Grant, _grant_id(client, token))
+        assert REVOCATIONS[revocation](grant)
+        commit()
+    assert _inactive_within(lambda: introspect(client, rp_client, token).get_json() == {"active": False})
 
 
 # -- inactive tokens: nothing but active=false ----------------------------------------------------------

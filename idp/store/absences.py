@@ -10,6 +10,11 @@ heard of the revocation and asked again, it is in each worker's socket; a lookup
 revocation (a few milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it
 could have raced the revocation itself.
 
+The same memory keeps values read from the database that stay true until their key is announced: a grant found
+active by introspection (idp.oidc.tokens), remembered under ``grant:<id>`` until a revocation of that grant is
+announced after its commit (idp.store.grants) or ``remember_for`` passes. The rule is the one above: what a worker
+remembers, it forgets at the first announcement of its key it reads.
+
 Not used with a Redis Cluster (every lookup asks there): a PUBLISH reaches the subscribers of other nodes
 through the cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a
 Sentinel-watched master, subscribers and writer are on the same server.
@@ -47,30 +52,38 @@ class AbsenceMemory:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._pubsub: Any = None
-        self._absent: dict[str, float] = {}  # key -> monotonic time it stops being trusted
+        # key -> (monotonic time it stops being trusted, the value remembered: True for an absence)
+        self._remembered: dict[str, tuple[float, Any]] = {}
         self._epoch = 0  # moves with every announcement read and every new subscription
         self._retry_at = 0.0
 
     def recall(self, key: str) -> tuple[bool, int | None]:
         """(remembered absent, epoch to pass to :meth:`remember` after a lookup, or None: do not remember)."""
+        value, epoch = self.recall_value(key)
+        return value is not None, epoch
+
+    def recall_value(self, key: str) -> tuple[Any, int | None]:
+        """(the value remembered for ``key`` or None, epoch to pass to :meth:`remember` after a lookup, or None: do
+        not remember)."""
         with self._lock:
             if not self._catch_up():
-                return False, None
-            deadline = self._absent.get(key)
-            if deadline is not None:
-                if deadline > time.monotonic():
-                    return True, self._epoch
-                del self._absent[key]
-            return False, self._epoch
+                return None, None
+            remembered = self._remembered.get(key)
+            if remembered is not None:
+                if remembered[0] > time.monotonic():
+                    return remembered[1], self._epoch
+                del self._remembered[key]
+            return None, self._epoch
 
-    def remember(self, key: str, epoch: int, remember_for: float) -> None:
-        """Remember ``key`` absent, unless an announcement (of any key) was read since ``epoch``."""
+    def remember(self, key: str, epoch: int, remember_for: float, value: Any = True) -> None:
+        """Remember ``key`` absent (or ``value`` for it), unless an announcement (of any key) was read since
+        ``epoch``."""
         with self._lock:
             if not self._catch_up() or self._epoch != epoch:
                 return
-            if len(self._absent) >= self._capacity:
-                del self._absent[next(iter(self._absent))]
-            self._absent[key] = time.monotonic() + remember_for
+            if len(self._remembered) >= self._capacity:
+                del self._remembered[next(iter(self._remembered))]
+            self._remembered[key] = (time.monotonic() + remember_for, value)
 
     def close(self) -> None:
         with self._lock:
@@ -84,7 +97,7 @@ class AbsenceMemory:
             while (message := self._pubsub.get_message(timeout=0.0)) is not None:
                 if message.get("type") == "message":
                     key = message["data"]
-                    self._absent.pop(key.decode() if isinstance(key, bytes) else key, None)
+                    self._remembered.pop(key.decode() if isinstance(key, bytes) else key, None)
                     self._epoch += 1
         except (redis.RedisError, OSError) as error:
             log.warning("lost the announcement channel (%s); asking Redis every time until it is back", error)
@@ -102,13 +115,13 @@ class AbsenceMemory:
         except (redis.RedisError, OSError):
             return False
         # Whatever was announced while there was no subscription is lost: start from nothing.
-        self._absent.clear()
+        self._remembered.clear()
         self._epoch += 1
         return True
 
     def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
-        self._absent.clear()
+        self._remembered.clear()
         self._epoch += 1
         if pubsub is not None:
             try:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
-from sqlalchemy.orm import joinedload, make_transient_to_detached
+from flask import has_app_context
+from sqlalchemy import bindparam, event, func, insert, inspect, select, update
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
 from . import direct
+from .kv import StoreUnavailable
 from .models import AuditEvent, Grant, RefreshToken, User
+
+log = logging.getLogger(__name__)
 
 # The statements and loader options of the refresh path and the code exchange, built once: on every refresh,
 # building them again cost about as much as running them. Core statements on the table, not ORM ones: nothing
@@ -205,35 +211,71 @@ def revoke_grant(grant: Grant, reason: str) -> bool:
         return False
     grant.revoked_at = clock.now()
     grant.revoked_reason = reason
+    _announce_at_commit([grant.id])
     return True
 
 
 def revoke_session_grants(session_id: str, reason: str) -> int:
-    result = db.session.execute(
-        update(Grant)
-        .where(Grant.session_id == session_id, Grant.revoked_at.is_(None))
-        .values(revoked_at=clock.now(), revoked_reason=reason)
-    )
-    return result.rowcount or 0
+    return _revoke_where(Grant.session_id == session_id, reason=reason)
 
 
 def revoke_user_grants(user_id: str, reason: str, keep_session_id: str | None = None) -> int:
     """Revoke every grant of the user (all their refresh tokens), except those made in ``keep_session_id``."""
-    query = update(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+    conditions = [Grant.user_id == user_id]
     if keep_session_id is not None:
-        query = query.where((Grant.session_id != keep_session_id) | Grant.session_id.is_(None))
-    result = db.session.execute(query.values(revoked_at=clock.now(), revoked_reason=reason))
-    return result.rowcount or 0
+        conditions.append((Grant.session_id != keep_session_id) | Grant.session_id.is_(None))
+    return _revoke_where(*conditions, reason=reason)
 
 
 def revoke_client_grants(user_id: str, client_id: str, reason: str) -> int:
     """Revoke what one client holds for one user ("revoke" on the connected apps page)."""
-    result = db.session.execute(
+    return _revoke_where(Grant.user_id == user_id, Grant.client_id == client_id, reason=reason)
+
+
+def _revoke_where(*conditions: Any, reason: str) -> int:
+    """Revoke the active grants that meet ``conditions``; how many."""
+    revoked = db.session.scalars(
         update(Grant)
-        .where(Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
+        .where(*conditions, Grant.revoked_at.is_(None))
         .values(revoked_at=clock.now(), revoked_reason=reason)
-    )
-    return result.rowcount or 0
+        .returning(Grant.id)
+    ).all()
+    _announce_at_commit(revoked)
+    return len(revoked)
+
+
+def grant_memory_key(grant_id: str) -> str:
+    """The key under which a worker may remember the grant active (idp.oidc.tokens), announced when it is revoked."""
+    return "grant:" + grant_id
+
+
+_REVOKED_IN_TRANSACTION = "idp.revoked_grants"
+
+
+def _announce_at_commit(grant_ids: Iterable[str]) -> None:
+    """Announce these grants' revocation once the session's transaction commits (and not if it rolls back): an
+    announcement made earlier could be read, and the grant read again still active, before the commit."""
+    db.session.info.setdefault(_REVOKED_IN_TRANSACTION, set()).update(grant_ids)
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_revocations(session: Session) -> None:
+    revoked = session.info.pop(_REVOKED_IN_TRANSACTION, None)
+    if not revoked or not has_app_context():
+        return
+    from ..provider import current_provider
+
+    try:
+        current_provider().store.announce([grant_memory_key(grant_id) for grant_id in revoked])
+    except StoreUnavailable:
+        # Committed all the same; a worker that remembers one of these grants active forgets it within
+        # idp.oidc.tokens.REVOCATION_MEMORY_SECONDS (and one that lost Redis remembers nothing).
+        log.warning("could not announce the revocation of %d grant(s): Redis is unavailable", len(revoked))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_revocations(session: Session) -> None:
+    session.info.pop(_REVOKED_IN_TRANSACTION, None)
 
 
 @dataclass(frozen=True)
@@ -390,7 +432,10 @@ def revoke_grant_by_id(grant_id: str, reason: str) -> bool:
     result = db.session.connection().execute(
         _REVOKE_GRANT, {"grant_id": grant_id, "now": clock.now(), "reason": reason}
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    _announce_at_commit([grant_id])
+    return True
 
 
 def _on_postgresql() -> bool:

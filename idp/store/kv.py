@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import redis
@@ -53,6 +54,17 @@ class KeyValueStore(Protocol):
     def is_absent(self, key: str, remember_for: float) -> bool:
         """True when ``key`` holds nothing. This process may remember the absence for up to ``remember_for``
         seconds instead of asking again, but never past a put_and_announce() of the key by any process."""
+
+    def announce(self, keys: Collection[str]) -> None:
+        """Make every process forget what it remembers for ``keys`` (see remembered), without writing them."""
+
+    def remembered(self, key: str) -> tuple[Any, int | None]:
+        """(what this process remembers for ``key``, or None; a ticket for remember(), or None: nothing may be
+        remembered now). Only a store shared between processes over Redis remembers anything."""
+
+    def remember(self, key: str, value: Any, ticket: int, remember_for: float) -> None:
+        """Remember ``value`` for ``key`` in this process for up to ``remember_for`` seconds, but never past an
+        announce() or put_and_announce() of the key by any process made after remembered() gave ``ticket``."""
 
     def ping(self) -> bool:
         """True when the store answers."""
@@ -137,6 +149,17 @@ class MemoryStore:
     def is_absent(self, key: str, remember_for: float) -> bool:
         return self.get(key) is None  # already in this process: nothing to remember
 
+    # The database a value would be remembered from is changed by other processes too (the admin commands), which
+    # could not announce to this one: nothing is remembered.
+    def announce(self, keys: Collection[str]) -> None:
+        return None
+
+    def remembered(self, key: str) -> tuple[Any, int | None]:
+        return None, None
+
+    def remember(self, key: str, value: Any, ticket: int, remember_for: float) -> None:
+        return None
+
     def ping(self) -> bool:
         return True
 
@@ -155,6 +178,11 @@ _SET_AND_ANNOUNCE = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('PUBLISH', ARGV[3], KEYS[1])
 return 1
+"""
+#: PUBLISH of each key on the announcement channel (ARGV[1]), in one round trip.
+_ANNOUNCE = """
+for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end
+return #ARGV - 1
 """
 #: The channel (after the key prefix) on which written keys are announced to every worker's AbsenceMemory.
 ANNOUNCEMENTS = "announced-writes"
@@ -238,6 +266,19 @@ class RedisStore:
         if absent and epoch is not None:
             self.absences.remember(full_key, epoch, remember_for)
         return absent
+
+    def announce(self, keys: Collection[str]) -> None:
+        if keys:
+            self._call("eval", _ANNOUNCE, 0, self.announcements, *(self.prefix + key for key in keys))
+
+    def remembered(self, key: str) -> tuple[Any, int | None]:
+        if self.absences is None:
+            return None, None
+        return self.absences.recall_value(self.prefix + key)
+
+    def remember(self, key: str, value: Any, ticket: int, remember_for: float) -> None:
+        if self.absences is not None:
+            self.absences.remember(self.prefix + key, ticket, remember_for, value)
 
     def _subscribe_to_announcements(self) -> Any:
         pubsub = self._redis.pubsub()
