@@ -7,7 +7,8 @@ import datetime as dt
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
@@ -425,3 +426,25 @@ def statements_run(app: Flask) -> Iterator[StatementLog]:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "commit", committed)
         direct.statement_observers.remove(run_directly)
+
+
+def seen_within(check: Callable[[], bool], seconds: float = 1.0) -> bool:
+    """True once ``check()`` is true, within ``seconds``. For what a worker learns from an announcement on Redis
+    (idp.store.absences): it reaches a subscriber in the same pass of Redis's event loop as the writer's answer,
+    which a starved machine can stretch to milliseconds. Far shorter than any remembered time (5 s or more), so
+    only the announcement can make it true."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def grant_id_of(client: FlaskClient, access_token: str) -> str:
+    """The ``gid`` claim of one of the provider's access tokens (its signature checked against the JWKS)."""
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
+    return jwt.decode(access_token, keys, algorithms=["RS256", "ES256"]).claims["gid"]

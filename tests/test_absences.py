@@ -13,21 +13,10 @@ import redis
 
 from idp.store.kv import MemoryStore, RedisStore
 
+from .helpers import seen_within
 from .test_kv_store import REDIS_URL, _redis_down
 
 KEY = "revoked-access-token:abc"
-
-
-def _seen_within(check, seconds: float = 1.0) -> bool:
-    """True once ``check()`` is true, within ``seconds``: an announcement reaches a subscriber in the same pass of
-    Redis's event loop as the writer's answer, which a starved machine can stretch to milliseconds. Far shorter
-    than the remembered time (60 s here), so only the announcement can make it true."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.fixture
@@ -66,7 +55,7 @@ def test_an_absence_is_remembered_and_a_write_elsewhere_is_seen_at_once(workers)
     assert first.is_absent(KEY, remember_for=60) is True
     assert len(asked) == 1  # the second answer came from memory
     second.put_and_announce(KEY, {}, ttl=60)
-    assert _seen_within(lambda: first.is_absent(KEY, remember_for=60) is False)
+    assert seen_within(lambda: first.is_absent(KEY, remember_for=60) is False)
     assert first.get(KEY) == {}
     assert second.is_absent(KEY, remember_for=60) is False
 
@@ -150,7 +139,7 @@ def test_a_remembered_value_is_forgotten_at_its_announcement_elsewhere(workers):
     first.remember("grant:g2", "active", first.remembered("grant:g2")[1], remember_for=60)
     assert first.remembered("grant:g1")[0] == "active"
     second.announce(["grant:g1"])
-    assert _seen_within(lambda: first.remembered("grant:g1")[0] is None)
+    assert seen_within(lambda: first.remembered("grant:g1")[0] is None)
     assert first.remembered("grant:g2")[0] == "active"  # only the key announced
 
 
@@ -174,7 +163,7 @@ def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted
         assert two.post("/token/introspect", data={"token": token}, auth=auth).get_json()["active"] is True
     assert one.post("/token/revoke", data={"token": token}, auth=auth).status_code == 200
     # Within moments, far inside the 5 s a worker may remember "not revoked": the announcement did it.
-    assert _seen_within(
+    assert seen_within(
         lambda: two.post("/token/introspect", data={"token": token}, auth=auth).get_json() == {"active": False}
     )
 
@@ -200,6 +189,6 @@ def test_a_revoked_grant_is_refused_at_once_by_a_worker_that_remembered_it_activ
     for _ in range(2):
         assert two.post("/token/introspect", data={"token": access}, auth=auth).get_json()["active"] is True
     assert one.post("/token/revoke", data={"token": tokens["refresh_token"]}, auth=auth).status_code == 200
-    assert _seen_within(
+    assert seen_within(
         lambda: two.post("/token/introspect", data={"token": access}, auth=auth).get_json() == {"active": False}
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,16 @@ from idp.store import commit
 from idp.store import grants as grant_store
 from idp.store.models import Grant
 
-from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code, statements_run
+from .helpers import (
+    Browser,
+    ClientInfo,
+    create_test_client,
+    exchange_code,
+    get_code,
+    grant_id_of,
+    seen_within,
+    statements_run,
+)
 
 
 def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
@@ -111,22 +119,6 @@ def test_introspection_reads_once_outside_a_transaction(app, client, rp_client, 
         assert log.autocommit == [True], "the read ran inside a transaction"
 
 
-def _grant_id(client, access_token: str) -> str:
-    keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
-    return jwt.decode(access_token, keys, algorithms=["RS256", "ES256"]).claims["gid"]
-
-
-def _inactive_within(check, seconds: float = 1.0) -> bool:
-    """True once ``check()`` is, within ``seconds``: far inside the 5 s a worker may remember a grant active, so only
-    the revocation's announcement can make it true (which a starved Redis may deliver milliseconds late)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 REVOCATIONS = {
     "the grant (token revocation, code replay)": lambda grant: grant_store.revoke_grant(grant, "test"),
     "by id (refresh replay)": lambda grant: grant_store.revoke_grant_by_id(grant.id, "test"),
@@ -150,7 +142,7 @@ def test_a_grant_found_active_is_remembered_until_its_revocation_commits(app, cl
     assert log.entries == [], "the second introspection read the grant again"
 
     with app.app_context():
-        grant = db.session.get(Grant, _grant_id(client, token))
+        grant = db.session.get(Grant, grant_id_of(client, token))
         assert REVOCATIONS[revocation](grant)
         db.session.rollback()  # not committed: nothing announced, the grant still active
     with statements_run(app) as log:
@@ -158,10 +150,10 @@ def test_a_grant_found_active_is_remembered_until_its_revocation_commits(app, cl
     assert log.entries == []
 
     with app.app_context():
-        grant = db.session.get(Grant, _grant_id(client, token))
+        grant = db.session.get(Grant, grant_id_of(client, token))
         assert REVOCATIONS[revocation](grant)
         commit()
-    assert _inactive_within(lambda: introspect(client, rp_client, token).get_json() == {"active": False})
+    assert seen_within(lambda: introspect(client, rp_client, token).get_json() == {"active": False})
 
 
 # -- inactive tokens: nothing but active=false ----------------------------------------------------------

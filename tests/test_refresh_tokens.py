@@ -30,6 +30,7 @@ from .helpers import (
     create_test_client,
     exchange_code,
     get_code,
+    grant_id_of,
     statements_run,
 )
 
@@ -296,9 +297,7 @@ def test_an_access_tokens_grant_is_read_as_loaded_with_nothing_to_write(
 ):
     """Userinfo and introspection read the access token's grant (userinfo with its user) the same way."""
     token = tokens_for(client, issuer, rp_client, user)
-    grant_id = jwt.decode(token["access_token"], KeySet.import_key_set(client.get("/jwks.json").get_json())).claims[
-        "gid"
-    ]
+    grant_id = grant_id_of(client, token["access_token"])
     with app.test_request_context():
         grant = grant_store.find_grant_of_access_token(grant_id, with_user=with_user)
         assert grant is not None and grant.id == grant_id and grant.client_id == rp_client.client_id
