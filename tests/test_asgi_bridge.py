@@ -11,6 +11,8 @@ import http.client
 import json
 import logging
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -348,6 +350,67 @@ def test_a_persian_page_and_a_too_large_request_s_json_error_come_back_whole(ser
         response = connection.getresponse()
         assert response.status == 200
         response.read()
+
+
+def _raw_statuses(address: str, data: bytes) -> list[int]:
+    """The status of every answer to ``data`` sent as is on one connection, until the server closes or goes quiet."""
+    host, port = address.split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=2) as connection:
+        connection.sendall(data)
+        with contextlib.suppress(TimeoutError):
+            while chunk := connection.recv(65536):
+                received += chunk
+    # An answer's status line follows the previous answer's body directly (none of these bodies holds one).
+    return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
+
+
+_FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "statuses"),
+    [
+        pytest.param(b"GET /healthz?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", [414], id="long-url"),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
+            [431],
+            id="too-many-headers",
+        ),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n", [431], id="long-header"
+        ),
+        pytest.param(b"HELLO\r\n\r\n", [400], id="not-http"),
+        pytest.param(b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", [400], id="unknown-version"),
+        pytest.param(b"GET /healthz HTTP/1.1\nHost: x\n\n", [400], id="bare-line-feeds"),
+        pytest.param(
+            b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+            + _FORM
+            + b"\r\n0\r\n\r\n",
+            [400],
+            id="length-and-chunked",  # the request smuggling shape
+        ),
+        pytest.param(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", [400], id="bad-length"),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            [200, 200],
+            id="pipelined",
+        ),
+        pytest.param(
+            b"POST /token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            + _FORM
+            + b"\r\n"
+            + b"".join(b"2000\r\n" + b"x" * 0x2000 + b"\r\n" for _ in range(10))
+            + b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            [413, 200],
+            id="chunked-body-over-the-limit-then-next-request",
+        ),
+    ],
+)
+def test_malformed_and_oversized_requests_get_their_http_error_and_never_reach_a_hang(served, request_bytes, statuses):
+    """Whichever HTTP parser gunicorn runs (its C parser where gunicorn_h1c is installed, a dependency), a bad request
+    gets its 4xx, and a too-large body is drained so the kept-alive connection serves the next request."""
+    assert _raw_statuses(served.address, request_bytes) == statuses
 
 
 def test_gunicorn_s_own_lines_are_logged_with_their_process_id(served):
