@@ -366,6 +366,7 @@ def _raw_statuses(address: str, data: bytes) -> list[int]:
 
 
 _FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+_NEXT = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.mark.parametrize(
@@ -391,6 +392,22 @@ _FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
             id="length-and-chunked",  # the request smuggling shape
         ),
         pytest.param(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", [400], id="bad-length"),
+        # Request smuggling shapes: each refused, and the request sent after it on the connection never served.
+        *(
+            pytest.param(
+                b"POST /token HTTP/1.1\r\nHost: x\r\n" + headers + _FORM + b"\r\n" + body + _NEXT, [400], id=name
+            )
+            for name, headers, body in [
+                ("gzip-then-chunked", b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"),
+                ("chunked-twice", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+                ("bad-chunk-size", b"Transfer-Encoding: chunked\r\n", b"zz\r\nabc\r\n0\r\n\r\n"),
+                ("chunk-line-bare-line-feed", b"Transfer-Encoding: chunked\r\n", b"3;x\nabc\r\n0\r\n\r\n"),
+                ("two-lengths", b"Content-Length: 3\r\nContent-Length: 4\r\n", b"abcd"),
+                ("signed-length", b"Content-Length: +3\r\n", b"abc"),
+                ("folded-header", b"X-A: b\r\n c\r\n", b""),
+                ("nul-in-header", b"X-A: b\x00c\r\n", b""),
+            ]
+        ),
         pytest.param(
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
             [200, 200],
