@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import http.client
+import importlib.util
 import json
 import logging
 import os
@@ -425,8 +426,9 @@ _NEXT = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     ],
 )
 def test_malformed_and_oversized_requests_get_their_http_error_and_never_reach_a_hang(served, request_bytes, statuses):
-    """Whichever HTTP parser gunicorn runs (its C parser where gunicorn_h1c is installed, a dependency), a bad request
-    gets its 4xx, and a too-large body is drained so the kept-alive connection serves the next request."""
+    """Whichever HTTP parser gunicorn runs (its C parser where gunicorn_h1c is installed, as `make` does where it
+    builds), a bad request gets its 4xx, and a too-large body is drained so the kept-alive connection serves the next
+    request."""
     assert _raw_statuses(served.address, request_bytes) == statuses
 
 
@@ -439,3 +441,16 @@ def test_gunicorn_s_own_lines_are_logged_with_their_process_id(served):
     assert booted
     pid = booted[0].rsplit(" ", 1)[-1]
     assert f"[{pid}] [INFO]" in booted[0]
+
+
+def test_serve_says_which_http_parser_gunicorn_runs(served, monkeypatch):
+    """`make` installs gunicorn's C parser where it builds; where it is missing gunicorn falls back to its Python
+    parser, and the line `idp serve` starts with says which one an operator got."""
+    from idp.cli.serve import http_parser_in_use
+
+    installed = importlib.util.find_spec("gunicorn_h1c") is not None
+    log = served.log.read_text(encoding="utf-8", errors="replace")
+    serving = next(line for line in log.splitlines() if line.startswith("Hoviyat at "))
+    assert serving.endswith(f"thread(s), {'C' if installed else 'Python'} HTTP parser)"), serving
+    monkeypatch.setitem(sys.modules, "gunicorn_h1c", None)  # as if it were not installed
+    assert http_parser_in_use() == "Python"
