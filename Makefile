@@ -11,8 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# gunicorn's C HTTP parser where it builds on this machine (a C compiler); else idp serve uses the Python one.
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,fast]' || $(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
 	@# Argon2 compiled for this CPU when that gives the same hashes (HOVIYAT_NATIVE_ARGON2=0 keeps the wheel).
 	$(BIN)/python tools/native_argon2.py
 	touch $(STAMP)

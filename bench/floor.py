@@ -36,7 +36,7 @@ def measure(duration: float, warmup: float, connections: int) -> wrk.WrkResult:
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     server = subprocess.Popen(
         ["taskset", "-c", "0", gunicorn, "--workers", "1", "--worker-class", "asgi", "--asgi-loop", "auto",
-         "--http-parser", "auto", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+         "--http-parser", "python", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
          "bench.floor:asgi_app"],
         cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
