@@ -188,6 +188,24 @@ def test_rate_limit_counter(app_with):
     )
 
 
+def test_flask_limiter_leaves_alone_the_endpoints_that_limit_themselves(app, client, monkeypatch):
+    """The protocol endpoints charge their own limits (idp.ops.address_limits): Flask-Limiter's per-request work
+    (its checks before, its context after and at teardown) is skipped there, and still done on pages."""
+    from flask_limiter import Limiter
+
+    touched: list[str | None] = []
+    context = Limiter.context
+    monkeypatch.setattr(
+        Limiter, "context", property(lambda self: touched.append(request.endpoint) or context.fget(self))
+    )
+    client.post("/token", data={"grant_type": "client_credentials"})
+    client.post("/token/introspect", data={"token": "x"})
+    client.get("/userinfo")
+    assert touched == []
+    client.get("/login")
+    assert touched and set(touched) == {"auth.login"}
+
+
 def test_sms_code_counters(app, user):
     browser = browser_for(app, language="en")
     before = scrape(app)

@@ -151,6 +151,25 @@ def test_security_headers_on_logged_in_pages(client, user):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_protocol_answers_get_the_headers_for_every_response_once_and_keep_their_own(client):
+    response = client.post("/token", data={"grant_type": "client_credentials"})  # no client: a JSON error
+    assert response.status_code == 401 and response.mimetype == "application/json"
+    assert response.headers.getlist("X-Content-Type-Options") == ["nosniff"]
+    assert response.headers["Referrer-Policy"] in STRICT_REFERRER_POLICIES
+    assert response.headers.getlist("Cache-Control") == ["no-store"]  # the token endpoint's own, not doubled
+    assert "Content-Security-Policy" not in response.headers and "Strict-Transport-Security" not in response.headers
+
+
+def test_under_https_every_answer_says_https_only_once(https_app):
+    client = https_app.test_client()
+    for response in (
+        client.get("/login", base_url="https://localhost"),
+        client.post("/token", base_url="https://localhost"),
+    ):
+        assert response.headers.getlist("Strict-Transport-Security") == ["max-age=31536000"]
+        assert len(response.headers.getlist("Cache-Control")) == 1
+
+
 # -- the session cookie ----------------------------------------------------------------------------------
 
 

@@ -12,18 +12,30 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+#: On every response. Authorization URLs carry state and codes: never leak them to another site in a Referer.
+EVERY_RESPONSE = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+#: On pages as well. Pages carry CSRF tokens and personal data: never keep them in a shared cache or history.
+PAGES = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("Cache-Control", "no-store"),
+)
+HTTPS = (("Strict-Transport-Security", "max-age=31536000"),)
+
+
 def install(app: Flask, https: bool) -> None:
     @app.after_request
     def add_security_headers(response: Response) -> Response:
+        # Each header only where the view did not set its own; the names present read once (one setdefault per
+        # header searched the list each time: ~6 us a protocol answer against ~2).
         headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        # Authorization URLs carry state and codes; never leak them to another site in a Referer.
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.mimetype == "text/html":
-            headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-            headers.setdefault("X-Frame-Options", "DENY")
-            # Pages carry CSRF tokens and personal data: never keep them in a shared cache or history.
-            headers.setdefault("Cache-Control", "no-store")
+        present = {name.lower() for name, _ in headers.to_wsgi_list()}
+        wanted = EVERY_RESPONSE
+        if headers.get("Content-Type", "").partition(";")[0].strip().lower() == "text/html":
+            wanted += PAGES
         if https:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            wanted += HTTPS
+        for name, value in wanted:
+            if name.lower() not in present:
+                headers.add(name, value)
         return response
