@@ -2,8 +2,9 @@
 
 from collections.abc import Callable
 from functools import partial, wraps
+from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app, request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -56,30 +57,36 @@ class _Limiter(Limiter):
 
     def init_app(self, app: Flask) -> None:
         super().init_app(app)
-        # Flask-Limiter registers its after-request hook as partial(Limiter.__inject_headers, self), so it cannot be
-        # overridden here; it is wrapped where it was registered.
-        hooks = app.after_request_funcs.get(None, [])
-        for index, hook in enumerate(hooks):
-            if isinstance(hook, partial) and hook.func is _INJECT_HEADERS and hook.args == (self,):
-                hooks[index] = _not_on_self_limited_endpoints(hook)
-
-    def __release_context(self, error: BaseException | None = None) -> None:  # overrides Limiter's (same mangled name)
-        if request.endpoint in SELF_LIMITED_ENDPOINTS:
-            return
-        super().__release_context(error)
-
-
-_INJECT_HEADERS = getattr(Limiter, "_Limiter__inject_headers", None)
+        # Flask-Limiter's after-request and teardown hooks are private methods it registers itself (as
+        # partial(Limiter.__inject_headers, self) and self.__release_context): each is wrapped where it was registered.
+        for hooks, name in (
+            (app.after_request_funcs.get(None, []), "_Limiter__inject_headers"),
+            (app.teardown_request_funcs.get(None, []), "_Limiter__release_context"),
+        ):
+            method = getattr(Limiter, name, None)
+            for index, hook in enumerate(hooks):
+                if method is not None and _registered_by(self, hook, method):
+                    hooks[index] = _not_on_self_limited_endpoints(hook)
 
 
-def _not_on_self_limited_endpoints(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+def _registered_by(limiter: Limiter, hook: Any, method: Callable[..., Any]) -> bool:
+    """Whether ``hook`` is Flask-Limiter's ``method`` bound to ``limiter`` (as a partial or as a bound method)."""
+    if isinstance(hook, partial):
+        return hook.func is method and hook.args == (limiter,)
+    return getattr(hook, "__func__", None) is method and getattr(hook, "__self__", None) is limiter
+
+
+def _not_on_self_limited_endpoints(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``hook`` (an after-request hook, given and giving the response, or a teardown hook, given the error) except on
+    the endpoints that limit themselves."""
+
     @wraps(hook)
-    def after_request(response: Response) -> Response:
+    def wrapped(argument: Any) -> Any:
         if request.endpoint in SELF_LIMITED_ENDPOINTS:
-            return response
-        return hook(response)
+            return argument
+        return hook(argument)
 
-    return after_request
+    return wrapped
 
 
 limiter = _Limiter(key_func=_client_key, default_limits=[])

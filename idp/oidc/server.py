@@ -58,8 +58,6 @@ class IssuerURLRequest(FlaskOAuth2Request):
     """
 
     def __init__(self, request: Any) -> None:
-        # The request object itself, not Flask's proxy of it: Authlib reads the form through it a few times a request.
-        request = request._get_current_object() if hasattr(request, "_get_current_object") else request
         OAuth2Request.__init__(
             self, method=request.method, uri=current_provider().url(request.full_path.rstrip("?")), headers=None
         )
@@ -75,7 +73,8 @@ class AuthorizationServer(_AuthorizationServer):
         # The authorization endpoint passes a request rebuilt from stored parameters when it resumes.
         if isinstance(request, OAuth2Request):
             return request
-        return IssuerURLRequest(flask_request)
+        # The request object itself, not Flask's proxy of it: Authlib reads the form through it a few times a request.
+        return IssuerURLRequest(flask_request._get_current_object())
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         # The code and refresh grants write their token.issued row with their own rows (their save_token); this is
