@@ -8,6 +8,8 @@ login; logging out at the provider ends the session's refresh tokens.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from sqlalchemy import inspect
 
 from idp import clock
 from idp.extensions import db
+from idp.store import audit
 from idp.store import grants as grant_store
 from idp.store.models import User
 
@@ -231,11 +234,25 @@ def test_refresh_can_narrow_the_scope(app, client, issuer, user, rp_client):
         "openid email",  # not registered for the client
         "openid offline_access",
         "devices:read",
+        "openid\x00",  # a NUL, which no text column holds: the database is asked with a stand-in
     ],
 )
 def test_refresh_cannot_widen_the_scope(app, client, issuer, user, rp_client, scope):
     token = tokens_for(client, issuer, rp_client, user, scope="openid profile phone")
     assert_refused(refresh(client, rp_client, token["refresh_token"], scope=scope), "invalid_scope")
+    # Refused before anything was written: the token was not spent by the refused request.
+    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+    assert replay_events(app) == 0
+
+
+@pytest.mark.parametrize("scope", ["  openid   phone ", "phone\topenid", "openid phone openid"])
+def test_a_narrowing_scope_is_read_as_scopes_whatever_the_spacing(app, client, issuer, user, rp_client, scope):
+    """The scope check is made twice, by the database (which rotates only for a scope within the grant's) and by
+    the grant (which picks the error): both must read the scope parameter alike (RFC 6749 section 3.3)."""
+    token = tokens_for(client, issuer, rp_client, user, scope="openid profile phone")
+    narrow = refreshed(client, rp_client, token["refresh_token"], scope=scope)
+    assert set(narrow["scope"].split()) == {"openid", "phone"}
+    assert issued_events(app, "refresh_token") == 1 and replay_events(app) == 0
 
 
 # -- the refreshed ID token ---------------------------------------------------------------------------------
@@ -279,8 +296,16 @@ def test_the_refresh_read_leaves_nothing_for_the_session_to_write(app, client, i
     later flush could write back, and every column loaded (none left to lazy-load outside the session)."""
     token = tokens_for(client, issuer, rp_client, user)
     with app.test_request_context():
-        presented = grant_store.find_refresh_token_to_rotate(token["refresh_token"])
-        assert presented is not None
+        claim = grant_store.claim_refresh_token(
+            token["refresh_token"],
+            client_id=rp_client.client_id,
+            scope=None,
+            idle_ttl=3600,
+            audit_row=audit.event_row("token.issued", client_id=rp_client.client_id),
+        )
+        assert claim.rotated
+        presented = claim.presented
+        assert presented is not None and presented.rotated_at is None  # as it was before the claim
         loaded = [presented, presented.grant, presented.grant.user]
         for row in loaded:
             state = inspect(row)
@@ -340,20 +365,19 @@ def test_logout_at_the_provider_ends_the_sessions_refresh_tokens(app, client, is
     assert active(client, rp_client, token["refresh_token"]) is False
 
 
-def test_a_refresh_reads_once_writes_once_and_commits_last(app, client, issuer, user, rp_client):
-    """The hot path relying parties hit most: one read (token, grant and user together), then, after the whole
-    answer is made (ID token included), the rotation, the new token and the audit row written together, so
-    nothing is read back afterwards. On PostgreSQL that is two statements outside any transaction (one of them
-    the three writes as one statement): no BEGIN or COMMIT round trips. Statements, not time: a regression here
-    costs every relying party."""
+def test_a_refresh_is_one_statement_on_postgresql_and_one_transaction_on_sqlite(app, client, issuer, user, rp_client):
+    """The hot path relying parties hit most. On PostgreSQL one statement outside any transaction reads the token,
+    its grant and user, and writes the rotation, the new token and the audit row: one round trip, no BEGIN or
+    COMMIT. On SQLite a read and three writes, committed once. Statements, not time: a regression here costs
+    every relying party."""
     first = tokens_for(client, issuer, rp_client, user)
     with statements_run(app) as log:
         second = refreshed(client, rp_client, first["refresh_token"])
     assert second["id_token"] and second["refresh_token"] != first["refresh_token"]
     statements = log.statements
     if log.dialect == "postgresql":
-        assert statements == ["SELECT", "WITH"], statements
-        assert log.autocommit == [True, True]  # psycopg sends no BEGIN, and COMMIT finds nothing to commit
+        assert statements == ["WITH"], statements
+        assert log.autocommit == [True]  # psycopg sends no BEGIN, and COMMIT finds nothing to commit
     else:
         assert statements.count("SELECT") == 1, statements
         assert statements.count("UPDATE") == 1 and statements.count("INSERT") == 2, statements
@@ -380,12 +404,10 @@ def replay_events(app: Any) -> int:
         return len(recent_events(limit=1000, event="refresh_token.replayed"))
 
 
-def test_two_uses_of_one_token_at_once_leave_one_winner_and_revoke_the_family(
-    app, client, issuer, user, rp_client, monkeypatch
-):
-    """The second use of a token arrives while the first is making its answer (read done, nothing written yet).
-    Exactly one wins the rotation; the loser gets invalid_grant, writes no token of its own and, as for any
-    replay, revokes the family, so the winner's new tokens die too (RFC 9700 section 4.14.2)."""
+def test_a_second_use_while_the_first_makes_its_answer_is_a_replay(app, client, issuer, user, rp_client, monkeypatch):
+    """The second use of a token arrives while the first is making its answer (the token claimed, the answer not
+    yet made). The second is a replay: refused, the family revoked, so the first's new tokens die too (RFC 9700
+    section 4.14.2), and only the first wrote a token.issued row."""
     import idp.oidc.id_token as id_token_module
 
     first = tokens_for(client, issuer, rp_client, user)
@@ -393,7 +415,7 @@ def test_two_uses_of_one_token_at_once_leave_one_winner_and_revoke_the_family(
     answers: list[Any] = []
 
     def id_token_while_another_use_arrives(**kwargs: Any) -> str:
-        if not answers:  # the outer request, between its read and its write: the other use runs to its end
+        if not answers:  # the outer request, between its claim and its answer: the other use runs to its end
             answers.append(None)
             answers.append(refresh(app.test_client(), rp_client, first["refresh_token"]))
         return make_id_token(**kwargs)
@@ -402,30 +424,53 @@ def test_two_uses_of_one_token_at_once_leave_one_winner_and_revoke_the_family(
     outer = refresh(client, rp_client, first["refresh_token"])
     monkeypatch.undo()
 
-    inner = answers[1]
-    assert inner.status_code == 200, inner.get_data(as_text=True)
-    assert_refused(outer)
-    assert issued_events(app, "refresh_token") == 1  # the loser wrote no token.issued (nor token)
+    assert_refused(answers[1])
+    assert outer.status_code == 200, outer.get_data(as_text=True)
+    assert issued_events(app, "refresh_token") == 1  # the replay wrote no token.issued (nor token)
     assert replay_events(app) == 1
-    assert_refused(refresh(client, rp_client, inner.get_json()["refresh_token"]))
-    assert userinfo(client, inner.get_json()["access_token"]).status_code == 401
+    assert_refused(refresh(client, rp_client, outer.get_json()["refresh_token"]))
+    assert userinfo(client, outer.get_json()["access_token"]).status_code == 401
+
+
+def test_uses_of_one_token_at_the_same_moment_leave_one_winner_and_revoke_the_family(
+    app, issuer, user, rp_client, client
+):
+    """Four uses of one token sent at once, from four threads: the database lets exactly one rotate it (on
+    PostgreSQL the others wait for its row lock, then find it rotated); the others are replays, so the family
+    is revoked and the winner's new tokens die too."""
+    first = tokens_for(client, issuer, rp_client, user)
+    start = threading.Barrier(4)
+
+    def use() -> Any:
+        own = app.test_client()
+        start.wait()
+        return refresh(own, rp_client, first["refresh_token"])
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: use(), range(4)))
+    winners = [answer for answer in answers if answer.status_code == 200]
+    assert len(winners) == 1, [answer.get_data(as_text=True) for answer in answers]
+    for answer in answers:
+        if answer is not winners[0]:
+            assert_refused(answer)
+    assert issued_events(app, "refresh_token") == 1
+    assert replay_events(app) == 1
+    assert_refused(refresh(client, rp_client, winners[0].get_json()["refresh_token"]))
 
 
 def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
     app, client, issuer, user, rp_client, monkeypatch
 ):
-    """The database fails (or the worker dies) after the answer was made but before it was written: the client
-    gets 503 and no tokens, the presented token is as it was, and the retry the 503 invites succeeds."""
+    """The database fails on the refresh's statement: the client gets 503 and no tokens, the presented token is
+    as it was, and the retry the 503 invites succeeds."""
     from sqlalchemy.exc import OperationalError
-
-    import idp.store.grants as grant_store
 
     first = tokens_for(client, issuer, rp_client, user)
 
-    def database_gone(*args: Any) -> bool:
-        raise OperationalError("INSERT ...", {}, ConnectionError("server closed the connection unexpectedly"))
+    def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("WITH rotated ...", {}, ConnectionError("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(grant_store, "rotate_refresh_token", database_gone)
+    monkeypatch.setattr(grant_store, "claim_refresh_token", database_gone)
     failed = refresh(client, rp_client, first["refresh_token"])
     monkeypatch.undo()
     assert failed.status_code == 503, failed.get_data(as_text=True)
@@ -436,6 +481,46 @@ def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
     retried = refreshed(client, rp_client, first["refresh_token"])
     assert retried["refresh_token"] != first["refresh_token"]
     assert issued_events(app, "refresh_token") == 1 and replay_events(app) == 0
+
+
+def family_size(app: Any, grant_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from idp.store.models import RefreshToken
+
+    with app.app_context():
+        return db.session.scalar(select(func.count()).where(RefreshToken.grant_id == grant_id))
+
+
+def test_a_refresh_whose_answer_fails_after_the_claim_withdraws_it(app, client, issuer, user, rp_client, monkeypatch):
+    """The token was claimed (rotated, its successor and audit row written), then making the answer failed (here
+    the database, gone while the ID token was made): the client gets 503, and the claim is undone - the presented
+    token usable again, the successor no one received deleted, no token.issued row - so the retry succeeds and is
+    not taken for a replay."""
+    from sqlalchemy.exc import OperationalError
+
+    import idp.oidc.id_token as id_token_module
+
+    first = tokens_for(client, issuer, rp_client, user)
+    grant_id = grant_id_of(client, first["access_token"])
+    assert family_size(app, grant_id) == 1
+
+    def database_gone(**kwargs: Any) -> str:
+        raise OperationalError("SELECT ...", {}, ConnectionError("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(id_token_module, "issue_id_token", database_gone)
+    failed = refresh(client, rp_client, first["refresh_token"])
+    monkeypatch.undo()
+    assert failed.status_code == 503, failed.get_data(as_text=True)
+    assert "refresh_token" not in failed.get_json()
+    assert issued_events(app, "refresh_token") == 0
+    assert family_size(app, grant_id) == 1
+
+    retried = refreshed(client, rp_client, first["refresh_token"])
+    assert retried["refresh_token"] != first["refresh_token"]
+    assert issued_events(app, "refresh_token") == 1 and replay_events(app) == 0
+    assert active(client, rp_client, retried["refresh_token"]) is True
+    assert family_size(app, grant_id) == 2
 
 
 def pooled_connections_in_autocommit(app: Any) -> list[bool]:

@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from authlib.oauth2.rfc6749.util import scope_to_list
 from flask import has_app_context
-from sqlalchemy import bindparam, event, func, insert, inspect, select, update
+from sqlalchemy import Text, bindparam, delete, event, func, insert, inspect, literal_column, null, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -41,7 +43,7 @@ _REVOKE_GRANT = (
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 )
 _grants, _users = Grant.__table__, User.__table__
-#: The refresh path's read: the token, its grant and the grant's user in one row (find_refresh_token_to_rotate).
+#: The refresh path's read: the token, its grant and the grant's user in one row (claim_refresh_token's).
 _READ_REFRESH_TOKEN = direct.DirectStatement(
     select(_refresh_tokens, _grants, _users)
     .select_from(
@@ -71,18 +73,103 @@ _READ_GRANT_WITH_USER = direct.DirectStatement(
 _WITH_GRANT_AND_USER = [joinedload(RefreshToken.grant).joinedload(Grant.user)]
 
 
-def _rotation_in_one_statement() -> Any:
-    """PostgreSQL: mark the presented token rotated, insert its successor and the audit row in one statement.
+def _claim_in_one_statement() -> Any:
+    """PostgreSQL: the whole of a refresh's database work in one statement (:func:`claim_refresh_token`).
 
-    The successor and the audit row are inserted from the rotation's RETURNING, so both are written only if the
-    presented token was still unrotated; of two concurrent rotations the second waits for the first's row lock,
-    then finds it rotated and writes nothing. One statement is its own transaction: no BEGIN or COMMIT (it runs
-    on the request's direct connection, in autocommit).
+    The presented token is marked rotated only if this client may use it now for the scope asked (the same
+    checks the refresh grant makes in Python afterwards, which pick the error); its successor and the audit row
+    are inserted from the rotation's RETURNING, so all three are written or none. The main SELECT reads the token,
+    its grant and the grant's user as they were before the statement (the CTEs' writes share its snapshot), with
+    whether this statement rotated the token and the id of the audit row it wrote. Of two concurrent uses of one
+    token the second waits for the first's row lock, then finds it rotated and writes nothing. One statement is
+    its own transaction: no BEGIN or COMMIT (it runs on the request's direct connection, in autocommit).
     """
-    rotated = _MARK_ROTATED.returning(_refresh_tokens.c.grant_id).cte("rotated")
-    successor = _refresh_token_from(rotated.c.grant_id, "successor")
-    logged = _audit_row_from(rotated)
-    return select(func.count()).select_from(rotated).add_cte(successor.cte("successor"), logged.cte("logged"))
+    rt, grants, audit = _refresh_tokens, _grants, _audit_events
+    now = bindparam("now", type_=rt.c.rotated_at.type)
+    granted_scopes = func.string_to_array(grants.c.scope, literal_column("' '"), type_=postgresql.ARRAY(Text))
+    rotated = (
+        update(rt)
+        .where(
+            rt.c.token_hash == bindparam("presented_hash"),
+            rt.c.rotated_at.is_(None),
+            rt.c.expires_at > now,
+            grants.c.id == rt.c.grant_id,
+            grants.c.client_id == bindparam("client_id", type_=grants.c.client_id.type),
+            grants.c.revoked_at.is_(None),
+            grants.c.expires_at > now,
+            grants.c.user_id.is_not(None),
+            # An empty list when the request asks for no scope: every array contains it.
+            granted_scopes.contains(bindparam("requested_scopes", type_=postgresql.ARRAY(Text))),
+        )
+        .values(rotated_at=now)
+        .returning(rt.c.grant_id, grants.c.user_id, grants.c.scope, grants.c.expires_at.label("grant_expires_at"))
+        .cte("rotated")
+    )
+    successor = insert(rt).from_select(
+        ["token_hash", "grant_id", "issued_at", "expires_at"],
+        select(
+            bindparam("successor_hash", type_=rt.c.token_hash.type),
+            rotated.c.grant_id,
+            now,
+            # It never outlives its family (NewRefreshToken.expires_at is the same minimum).
+            func.least(bindparam("successor_expires_at", type_=rt.c.expires_at.type), rotated.c.grant_expires_at),
+        ),
+    )
+    scope = func.coalesce(bindparam("requested_scope", type_=Text), rotated.c.scope)
+    logged = (
+        insert(audit)
+        .from_select(
+            ["at", "event", "user_id", "client_id", "ip_address", "detail"],
+            select(
+                bindparam("at", type_=audit.c.at.type),
+                bindparam("event", type_=audit.c.event.type),
+                rotated.c.user_id,
+                bindparam("client_id", type_=audit.c.client_id.type),
+                bindparam("ip_address", type_=audit.c.ip_address.type),
+                # The detail of _issued_row, in the same order.
+                func.json_build_object(
+                    literal_column("'grant_type'"),
+                    literal_column("'refresh_token'"),
+                    literal_column("'grant_id'"),
+                    rotated.c.grant_id,
+                    literal_column("'scope'"),
+                    scope,
+                    type_=audit.c.detail.type,
+                ),
+            ),
+        )
+        .returning(audit.c.id)
+        .cte("logged")
+    )
+    was_rotated = select(func.count()).select_from(rotated).scalar_subquery().label("rotated")
+    audit_id = select(logged.c.id).scalar_subquery().label("audit_id")
+    return _READ_REFRESH_TOKEN.statement.add_columns(was_rotated, audit_id).add_cte(successor.cte("successor"))
+
+
+#: The three writes that undo a claim whose answer could not be made (:func:`withdraw_claim`): the presented token
+#: unrotated (if this claim's rotation is still the one recorded), its successor and the audit row deleted.
+_RESTORE_PRESENTED = (
+    update(_refresh_tokens)
+    .where(
+        _refresh_tokens.c.token_hash == bindparam("presented_hash"),
+        _refresh_tokens.c.rotated_at == bindparam("rotated_at", type_=_refresh_tokens.c.rotated_at.type),
+    )
+    .values(rotated_at=null())
+)
+_DELETE_SUCCESSOR = delete(_refresh_tokens).where(_refresh_tokens.c.token_hash == bindparam("successor_hash"))
+_DELETE_AUDIT_ROW = delete(_audit_events).where(
+    _audit_events.c.id == bindparam("audit_id", type_=_audit_events.c.id.type)
+)
+
+
+def _withdrawal_in_one_statement() -> Any:
+    """PostgreSQL: the three writes of a withdrawal as one statement."""
+    restored = _RESTORE_PRESENTED.returning(_refresh_tokens.c.grant_id).cte("restored")
+    return (
+        select(func.count())
+        .select_from(restored)
+        .add_cte(_DELETE_SUCCESSOR.cte("withdrawn"), _DELETE_AUDIT_ROW.cte("unlogged"))
+    )
 
 
 def _refresh_token_from(grant_id: Any, name: str) -> Any:
@@ -117,7 +204,8 @@ def _audit_row_from(written: Any) -> Any:
     )
 
 
-_ROTATE_IN_ONE_STATEMENT = direct.DirectStatement(_rotation_in_one_statement())
+_CLAIM_IN_ONE_STATEMENT = direct.DirectStatement(_claim_in_one_statement())
+_WITHDRAW_IN_ONE_STATEMENT = direct.DirectStatement(_withdrawal_in_one_statement())
 
 
 def _new_grant_in_one_statement(with_token: bool) -> Any:
@@ -197,8 +285,8 @@ def write_new_grant(grant: Grant, first_refresh_token: NewRefreshToken | None, a
     connection.execute(_INSERT_AUDIT_EVENT, audit_row)
 
 
-def is_grant_active(grant: Grant | None) -> bool:
-    return grant is not None and grant.revoked_at is None and grant.expires_at > clock.now()
+def is_grant_active(grant: Grant | None, now: dt.datetime | None = None) -> bool:
+    return grant is not None and grant.revoked_at is None and grant.expires_at > (now or clock.now())
 
 
 def find_grant_by_code_hash(code_hash: str) -> Grant | None:
@@ -330,30 +418,6 @@ def find_refresh_token(token: str) -> RefreshToken | None:
     return db.session.get(RefreshToken, token_hash, options=_WITH_GRANT_AND_USER)
 
 
-def find_refresh_token_to_rotate(token: str) -> RefreshToken | None:
-    """The refresh token presented for a refresh, with its grant and the grant's user, read for
-    :func:`rotate_refresh_token`; detached from the session: the refresh writes only by statements.
-
-    On PostgreSQL the read runs outside a transaction, on the request's direct connection (:mod:`.direct`, as the
-    rotation then does): the rotation re-checks atomically what matters (that the token is still unrotated), so a
-    transaction around read and write would protect nothing and cost two round trips (BEGIN and COMMIT) on the
-    path relying parties call most after client credentials. The three rows come from one Core statement built
-    once, made into objects here: the ORM's load of the same join (the statement built per call, its cache key,
-    the identity map) cost about 0.3 ms more per refresh, and the session's execution of the Core statement
-    ~0.2 ms more than the direct connection's.
-    """
-    token_hash = _presented_hash(token)
-    if token_hash is None:
-        return None
-    row = _read_one(_READ_REFRESH_TOKEN, {"token_hash": token_hash})
-    if row is None:
-        return None
-    refresh_token, grant, user = _objects(row, _READ_MODELS)
-    _link(refresh_token, "grant", grant)
-    _link(grant, "user", user)
-    return refresh_token
-
-
 def find_grant_of_access_token(grant_id: str, *, with_user: bool) -> Grant | None:
     """An access token's grant (``with_user``: and the grant's user, as ``grant.user``), detached from the session,
     read in one statement: on PostgreSQL outside a transaction on the request's direct connection, as the refresh
@@ -406,25 +470,143 @@ def _link(parent: Any, relationship: str, child: Any) -> None:
         set_committed_value(parent, relationship, child)
 
 
-def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:
-    """Mark ``presented`` rotated and write ``successor`` and the audit row, all or nothing; False (nothing
-    written) when the token was rotated meanwhile, by a concurrent use of it: the caller treats that as a replay."""
+@dataclass
+class RefreshClaim:
+    """What :func:`claim_refresh_token` found and did.
+
+    ``presented`` is the token as it was before the claim (None if there is no such token), with its grant and
+    the grant's user; when the claim rotated it, ``successor`` and ``audit_row`` are what it wrote with that."""
+
+    presented: RefreshToken | None
+    at: dt.datetime
+    successor: NewRefreshToken | None = None
+    audit_row: dict[str, Any] | None = None
+    audit_id: int | None = None
+
+    @property
+    def rotated(self) -> bool:
+        return self.successor is not None
+
+
+def claim_refresh_token(
+    token: str, *, client_id: str, scope: str | None, idle_ttl: int, audit_row: dict[str, Any]
+) -> RefreshClaim:
+    """Read the refresh token presented by ``client_id`` and, if that client may use it now for ``scope`` (None:
+    the grant's own), rotate it: mark it rotated, write its successor and the ``token.issued`` audit row (``audit_row``
+    from :func:`audit.event_row`, completed here with the grant's user and detail). All or nothing.
+
+    The caller checks the token as it was (``claim.presented``) to pick its answer: a rotated token is a replay; a
+    usable token the claim did not rotate was rotated by a concurrent use meanwhile. If the answer then cannot be
+    made, :func:`withdraw_claim` undoes the claim, so the client's retry works.
+
+    On PostgreSQL this is one statement outside any transaction, on the request's direct connection (:mod:`.direct`):
+    one round trip for the refresh, the path relying parties call most after client credentials. Its checks are
+    those of the refresh grant, in SQL. On SQLite, a read and three writes in the session's transaction, committed
+    at once, before the answer is made, as PostgreSQL's statement is. The rows come back as objects made here
+    rather than loaded by the ORM (:func:`_objects`): its load of the same join cost ~0.3 ms more per refresh.
+    """
     now = clock.now()
+    token_hash = _presented_hash(token)
+    if token_hash is None:
+        return RefreshClaim(presented=None, at=now)
+    if scope and "\x00" in scope:
+        # PostgreSQL's text cannot hold NUL. The grant's scope cannot either, so the scope asked is not within it
+        # (the grant's check says invalid_scope); in its place a character no scope has, to the same effect.
+        scope = scope.replace("\x00", "\ufffd")
+    requested_scopes = scope_to_list(scope) if scope else []
+    successor_token = new_token(32)
     if _on_postgresql():
         values = {
-            "presented_hash": presented.token_hash,
+            "token_hash": token_hash,
+            "presented_hash": token_hash,
             "now": now,
-            **successor.bound("successor"),
+            "client_id": client_id,
+            "requested_scopes": requested_scopes,
+            "requested_scope": scope,
+            "successor_hash": sha256_hex(successor_token),
+            "successor_expires_at": now + dt.timedelta(seconds=idle_ttl),
             **audit_row,
         }
-        return direct.run(_ROTATE_IN_ONE_STATEMENT, values)[0][0] == 1
+        rows = direct.run(_CLAIM_IN_ONE_STATEMENT, values)
+        if not rows:
+            return RefreshClaim(presented=None, at=now)
+        row = rows[0]
+        presented = _presented_from(row)
+        claim = RefreshClaim(presented=presented, at=now)
+        if row[-2] == 1:
+            claim.successor = _successor(presented.grant, successor_token, now, idle_ttl)
+            claim.audit_row = _issued_row(audit_row, presented.grant, scope)
+            claim.audit_id = row[-1]
+        return claim
     connection = db.session.connection()
-    # SQLite: the same three writes in the caller's transaction (committed by the token view).
-    if connection.execute(_MARK_ROTATED, {"presented_hash": presented.token_hash, "now": now}).rowcount != 1:
-        return False
-    connection.execute(_INSERT_REFRESH_TOKEN, successor.row())
-    connection.execute(_INSERT_AUDIT_EVENT, audit_row)
-    return True
+    row = connection.execute(_READ_REFRESH_TOKEN.statement, {"token_hash": token_hash}).first()
+    if row is None:
+        return RefreshClaim(presented=None, at=now)
+    presented = _presented_from(row)
+    claim = RefreshClaim(presented=presented, at=now)
+    grant = presented.grant
+    usable = (
+        presented.rotated_at is None
+        and presented.expires_at > now
+        and grant.client_id == client_id
+        and is_grant_active(grant, now)
+        and grant.user_id is not None
+        and set(grant.scope.split(" ")).issuperset(requested_scopes)
+    )
+    # The update's condition is what makes it atomic (SQLite serialises the writers).
+    if not usable or connection.execute(_MARK_ROTATED, {"presented_hash": token_hash, "now": now}).rowcount != 1:
+        return claim
+    claim.successor = _successor(grant, successor_token, now, idle_ttl)
+    claim.audit_row = _issued_row(audit_row, grant, scope)
+    connection.execute(_INSERT_REFRESH_TOKEN, claim.successor.row())
+    claim.audit_id = connection.execute(_INSERT_AUDIT_EVENT, claim.audit_row).inserted_primary_key[0]
+    # Committed now, as PostgreSQL's statement is: a concurrent use then finds the token rotated, rather than
+    # waiting on this transaction's lock while this answer is made.
+    db.session.commit()
+    return claim
+
+
+def _presented_from(row: Any) -> RefreshToken:
+    refresh_token, grant, user = _objects(row, _READ_MODELS)
+    _link(refresh_token, "grant", grant)
+    _link(grant, "user", user)
+    return refresh_token
+
+
+def _successor(grant: Grant, token: str, now: dt.datetime, idle_ttl: int) -> NewRefreshToken:
+    """The presented token's successor; it never outlives the family's absolute end (as in the claim's SQL)."""
+    expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
+    return NewRefreshToken(token=token, grant_id=grant.id, issued_at=now, expires_at=expires_at)
+
+
+def _issued_row(audit_row: dict[str, Any], grant: Grant, scope: str | None) -> dict[str, Any]:
+    """The refresh's ``token.issued`` row: ``audit_row`` with the grant's user and the detail (as the claim's SQL
+    writes them; the same detail as tokens.token_issued_event's)."""
+    detail = {"grant_type": "refresh_token", "grant_id": grant.id, "scope": scope or grant.scope}
+    return {**audit_row, "user_id": grant.user_id, "detail": detail}
+
+
+def withdraw_claim(claim: RefreshClaim) -> None:
+    """Undo a claim that rotated its token, for a refresh whose answer could not be made: the presented token
+    usable again, its successor (which no one received) and its audit row gone. Nothing to undo if the claim
+    rotated nothing; the token stays rotated if something rotated it again since (it cannot: only a replay of it
+    would try, and a replay revokes the family)."""
+    if not claim.rotated or claim.presented is None:
+        return
+    values = {
+        "presented_hash": claim.presented.token_hash,
+        "rotated_at": claim.at,
+        "successor_hash": claim.successor.token_hash,
+        "audit_id": claim.audit_id,
+    }
+    if _on_postgresql():
+        direct.run(_WITHDRAW_IN_ONE_STATEMENT, values)
+        return
+    db.session.rollback()  # whatever failed with the answer
+    connection = db.session.connection()
+    for statement in (_RESTORE_PRESENTED, _DELETE_SUCCESSOR, _DELETE_AUDIT_ROW):
+        connection.execute(statement, values)
+    db.session.commit()
 
 
 def revoke_grant_by_id(grant_id: str, reason: str) -> bool:
