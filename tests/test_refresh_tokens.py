@@ -458,6 +458,25 @@ def test_uses_of_one_token_at_the_same_moment_leave_one_winner_and_revoke_the_fa
     assert_refused(refresh(client, rp_client, winners[0].get_json()["refresh_token"]))
 
 
+def test_a_claim_the_database_refused_for_no_reason_the_checks_see_revokes_nothing(
+    app, client, issuer, user, rp_client, monkeypatch
+):
+    """Should the claim's SQL ever refuse a token that the grant's checks in Python accept (the two disagreeing),
+    the refresh is refused but not taken for a replay: the token is read again, found unrotated, and its family is
+    left alone."""
+    first = tokens_for(client, issuer, rp_client, user)
+    claim = grant_store.claim_refresh_token
+
+    def claim_refused_by_the_database(token: str, **kwargs: Any) -> Any:
+        return claim(token, **{**kwargs, "client_id": "not-" + kwargs["client_id"]})  # the SQL's check fails
+
+    monkeypatch.setattr(grant_store, "claim_refresh_token", claim_refused_by_the_database)
+    assert_refused(refresh(client, rp_client, first["refresh_token"]))
+    monkeypatch.undo()
+    assert replay_events(app) == 0 and issued_events(app, "refresh_token") == 0
+    assert refresh(client, rp_client, first["refresh_token"]).status_code == 200
+
+
 def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
     app, client, issuer, user, rp_client, monkeypatch
 ):

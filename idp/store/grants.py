@@ -94,7 +94,7 @@ def _claim_in_one_statement() -> Any:
             rt.c.rotated_at.is_(None),
             rt.c.expires_at > now,
             grants.c.id == rt.c.grant_id,
-            grants.c.client_id == bindparam("client_id", type_=grants.c.client_id.type),
+            grants.c.client_id == bindparam("claiming_client_id", type_=grants.c.client_id.type),
             grants.c.revoked_at.is_(None),
             grants.c.expires_at > now,
             grants.c.user_id.is_not(None),
@@ -517,15 +517,15 @@ def claim_refresh_token(
     successor_token = new_token(32)
     if _on_postgresql():
         values = {
+            **audit_row,  # at, event, client_id and ip_address of the audit row (its other columns come from SQL)
             "token_hash": token_hash,
             "presented_hash": token_hash,
             "now": now,
-            "client_id": client_id,
+            "claiming_client_id": client_id,
             "requested_scopes": requested_scopes,
             "requested_scope": scope,
             "successor_hash": sha256_hex(successor_token),
             "successor_expires_at": now + dt.timedelta(seconds=idle_ttl),
-            **audit_row,
         }
         rows = direct.run(_CLAIM_IN_ONE_STATEMENT, values)
         if not rows:

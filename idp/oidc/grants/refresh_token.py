@@ -48,12 +48,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             audit_row=audit.event_row("token.issued", client_id=client.client_id),
         )
         try:
-            self.request.refresh_token = self._checked(self._claim, client)
+            self.request.refresh_token = self._checked(self._claim, client, presented)
         except OAuth2Error:
             self._withdraw()  # a claim this check refuses: cannot happen while the claim's SQL and this agree
             raise
 
-    def _checked(self, claim: grant_store.RefreshClaim, client: Any) -> RefreshToken:
+    def _checked(self, claim: grant_store.RefreshClaim, client: Any, presented: str) -> RefreshToken:
         """The presented token, as it was before the claim, checked as Authlib's grant and ours would."""
         row = claim.presented
         if row is None:
@@ -71,8 +71,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self._validate_token_scope(row)
         if not claim.rotated:
             # Usable as it was read, yet not rotated by this claim: a concurrent use of it rotated it first. Of
-            # the two, this one is treated as the replay (RFC 9700 section 4.14.2).
-            self._revoke_family(row)
+            # the two, this one is treated as the replay (RFC 9700 section 4.14.2). Read again first, so that a
+            # disagreement between the claim's SQL and these checks could never revoke a family.
+            now_stored = grant_store.find_refresh_token(presented)
+            if now_stored is not None and now_stored.rotated_at is not None:
+                self._revoke_family(row)
+            else:
+                log.error("a refresh token the checks accept was not claimed; refused, its family left alone")
             raise InvalidGrantError("The refresh token was already used.")
         return row
 
