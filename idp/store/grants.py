@@ -43,8 +43,9 @@ _REVOKE_GRANT = (
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 )
 _grants, _users = Grant.__table__, User.__table__
-#: The refresh path's read: the token, its grant and the grant's user in one row (claim_refresh_token's).
-_READ_REFRESH_TOKEN = direct.DirectStatement(
+#: The refresh path's read: the token, its grant and the grant's user in one row (claim_refresh_token's; on
+#: PostgreSQL the main SELECT of its one statement).
+_READ_REFRESH_TOKEN = (
     select(_refresh_tokens, _grants, _users)
     .select_from(
         _refresh_tokens.join(_grants, _refresh_tokens.c.grant_id == _grants.c.id).outerjoin(
@@ -90,7 +91,7 @@ def _claim_in_one_statement() -> Any:
     rotated = (
         update(rt)
         .where(
-            rt.c.token_hash == bindparam("presented_hash"),
+            rt.c.token_hash == bindparam("token_hash"),  # the same parameter as the main SELECT's
             rt.c.rotated_at.is_(None),
             rt.c.expires_at > now,
             grants.c.id == rt.c.grant_id,
@@ -105,16 +106,7 @@ def _claim_in_one_statement() -> Any:
         .returning(rt.c.grant_id, grants.c.user_id, grants.c.scope, grants.c.expires_at.label("grant_expires_at"))
         .cte("rotated")
     )
-    successor = insert(rt).from_select(
-        ["token_hash", "grant_id", "issued_at", "expires_at"],
-        select(
-            bindparam("successor_hash", type_=rt.c.token_hash.type),
-            rotated.c.grant_id,
-            now,
-            # It never outlives its family (NewRefreshToken.expires_at is the same minimum).
-            func.least(bindparam("successor_expires_at", type_=rt.c.expires_at.type), rotated.c.grant_expires_at),
-        ),
-    )
+    successor = _refresh_token_from(rotated.c.grant_id, "successor", family_end=rotated.c.grant_expires_at)
     scope = func.coalesce(bindparam("requested_scope", type_=Text), rotated.c.scope)
     logged = (
         insert(audit)
@@ -143,7 +135,7 @@ def _claim_in_one_statement() -> Any:
     )
     was_rotated = select(func.count()).select_from(rotated).scalar_subquery().label("rotated")
     audit_id = select(logged.c.id).scalar_subquery().label("audit_id")
-    return _READ_REFRESH_TOKEN.statement.add_columns(was_rotated, audit_id).add_cte(successor.cte("successor"))
+    return _READ_REFRESH_TOKEN.add_columns(was_rotated, audit_id).add_cte(successor.cte("successor"))
 
 
 #: The three writes that undo a claim whose answer could not be made (:func:`withdraw_claim`): the presented token
@@ -172,17 +164,22 @@ def _withdrawal_in_one_statement() -> Any:
     )
 
 
-def _refresh_token_from(grant_id: Any, name: str) -> Any:
+def _refresh_token_from(grant_id: Any, name: str, family_end: Any = None) -> Any:
     """An insert of a refresh token in the family ``grant_id`` (a column of a CTE: one token per row of it), its
-    values bound as ``<name>_hash``, ``<name>_issued_at`` and ``<name>_expires_at`` (:meth:`NewRefreshToken.bound`)."""
+    values bound as ``<name>_hash``, ``<name>_issued_at`` and ``<name>_expires_at`` (:meth:`NewRefreshToken.bound`).
+    With ``family_end`` (the family's expiry, a column beside ``grant_id``) it expires at the earlier of the two: it
+    never outlives its family (as :func:`new_refresh_token` and :func:`_successor` make it in Python)."""
     rt = _refresh_tokens
+    expires_at: Any = bindparam(name + "_expires_at", type_=rt.c.expires_at.type)
+    if family_end is not None:
+        expires_at = func.least(expires_at, family_end)
     return insert(rt).from_select(
         ["token_hash", "grant_id", "issued_at", "expires_at"],
         select(
             bindparam(name + "_hash", type_=rt.c.token_hash.type),
             grant_id,
             bindparam(name + "_issued_at", type_=rt.c.issued_at.type),
-            bindparam(name + "_expires_at", type_=rt.c.expires_at.type),
+            expires_at,
         ),
     )
 
@@ -519,12 +516,12 @@ def claim_refresh_token(
         values = {
             **audit_row,  # at, event, client_id and ip_address of the audit row (its other columns come from SQL)
             "token_hash": token_hash,
-            "presented_hash": token_hash,
             "now": now,
             "claiming_client_id": client_id,
             "requested_scopes": requested_scopes,
             "requested_scope": scope,
             "successor_hash": sha256_hex(successor_token),
+            "successor_issued_at": now,
             "successor_expires_at": now + dt.timedelta(seconds=idle_ttl),
         }
         rows = direct.run(_CLAIM_IN_ONE_STATEMENT, values)
@@ -539,7 +536,7 @@ def claim_refresh_token(
             claim.audit_id = row[-1]
         return claim
     connection = db.session.connection()
-    row = connection.execute(_READ_REFRESH_TOKEN.statement, {"token_hash": token_hash}).first()
+    row = connection.execute(_READ_REFRESH_TOKEN, {"token_hash": token_hash}).first()
     if row is None:
         return RefreshClaim(presented=None, at=now)
     presented = _presented_from(row)
