@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from . import wrk
 from .floor import measure as measure_floor
 from .loadgen import BenchUser, FlowError, Generator, Outbox, RawHttp, Result, Target, closed_loop, open_loop
-from .servers import PASSWORD, RAISED_LIMITS, REDIRECT_URI, Hoviyat, NodeProvider, get_json, rss_kib
+from .servers import PASSWORD, RAISED_LIMITS, REDIRECT_URI, Hoviyat, NodeProvider, cpu_seconds, get_json, rss_kib
 
 SCENARIOS = [
     "discovery",
@@ -64,6 +64,9 @@ class Row:
     errors: int
     tool: str
     note: str = ""
+    #: The serving process's CPU time (user and system, all threads) per successful operation, in seconds:
+    #: what a figure costs, which this machine's slower and faster phases move far less than the rate.
+    cpu: float | None = None
 
 
 def log(message: str) -> None:
@@ -72,6 +75,14 @@ def log(message: str) -> None:
 
 def ms(value: float | None) -> str:
     return "–" if value is None else f"{value * 1000:.1f}"
+
+
+def cpu_ms(row: Row) -> str:
+    return "–" if row.cpu is None else f"{row.cpu * 1000:.2f}"
+
+
+def cpu_note(row: Row) -> str:
+    return "" if row.cpu is None else f" CPU {row.cpu * 1000:.2f} ms/op"
 
 
 class Bench:
@@ -132,18 +143,28 @@ class Bench:
 
         return self.with_gen(target, go)
 
+    @staticmethod
+    def wrk_costed(
+        pid: int, url: str, seconds: float, script: str, env: dict[str, str]
+    ) -> tuple[wrk.WrkResult, float | None]:
+        """A measured wrk run and the serving process's CPU seconds per successful request during it."""
+        before = cpu_seconds(pid)
+        result = wrk.run(url, seconds, WRK_CONNECTIONS, script, env)
+        used = cpu_seconds(pid) - before
+        return result, (used / result.ok if result.ok and used > 0 else None)
+
     def wrk_or_python(
-        self, system: str, scenario: str, url: str, env: dict[str, str], script: str, op_factory
+        self, system: str, scenario: str, url: str, env: dict[str, str], script: str, op_factory, pid: int
     ) -> tuple[Row, int]:
         """A closed-loop peak run of one request; returns the row and how many succeeded in all."""
         if self.have_wrk:
             wrk.run(url, self.warmup, WRK_CONNECTIONS, script, env)
-            result = wrk.run(url, self.duration, WRK_CONNECTIONS, script, env)
+            result, cpu = self.wrk_costed(pid, url, self.duration, script, env)
             note = ""
             if result.bad:
                 note = f"{result.bad} failed"
             return (
-                Row(system, scenario, "peak", result.rate, result.p50, result.p99, result.bad, "wrk", note),
+                Row(system, scenario, "peak", result.rate, result.p50, result.p99, result.bad, "wrk", note, cpu),
                 result.ok,
             )
         res = self.run_async(self._python_closed(op_factory, WRK_CONNECTIONS))
@@ -198,7 +219,7 @@ class Bench:
             self.rows.append(row)
             log(
                 f"  {system:8} {row.scenario:18} {row.mode:4} {row.rate or 0:8.1f}/s p50 {ms(row.p50)} ms "
-                f"p99 {ms(row.p99)} ms {row.note}"
+                f"p99 {ms(row.p99)} ms{cpu_note(row)} {row.note}"
             )
 
         def profiled(scenario: str):
@@ -227,7 +248,7 @@ class Bench:
             if name in scenarios:
                 row, _ = self.wrk_or_python(
                     system, name, base + paths[name], {"BENCH_METHOD": "GET"}, "request.lua",
-                    simple_op("GET", paths[name]),
+                    simple_op("GET", paths[name]), pid,
                 )  # fmt: skip
                 record(row)
                 peaks[name] = row.rate or 0
@@ -237,10 +258,10 @@ class Bench:
             env = {"BENCH_METHOD": "POST", "BENCH_BODY": "grant_type=client_credentials", "BENCH_AUTH": auth}
             wrk.run(base + paths["token"], self.warmup, WRK_CONNECTIONS, "request.lua", env)
             proc = profiled("client_credentials")
-            res = wrk.run(base + paths["token"], self.duration, WRK_CONNECTIONS, "request.lua", env)
+            res, cpu = self.wrk_costed(pid, base + paths["token"], self.duration, "request.lua", env)
             stop_profile(proc)
             row = Row(system, "client_credentials", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "")  # fmt: skip
+                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
             self.cc_issued += res.ok * (1 + self.warmup / self.duration)
             record(row)
             peaks["client_credentials"] = row.rate or 0
@@ -256,17 +277,17 @@ class Bench:
             env = {"BENCH_METHOD": "POST", "BENCH_BODY": f"token={token}", "BENCH_AUTH": auth}
             wrk.run(base + paths["introspection"], self.warmup, WRK_CONNECTIONS, "request.lua", env)
             proc = profiled("introspection")
-            res = wrk.run(base + paths["introspection"], self.duration, WRK_CONNECTIONS, "request.lua", env)
+            res, cpu = self.wrk_costed(pid, base + paths["introspection"], self.duration, "request.lua", env)
             stop_profile(proc)
             row = Row(system, "introspection", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "")  # fmt: skip
+                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
             record(row)
             peaks["introspection"] = row.rate or 0
 
         if "userinfo" in scenarios:
             token = self.code_flows(target, users, 1, offline=False)[0]["access_token"]
             env = {"BENCH_METHOD": "GET", "BENCH_AUTH": f"Bearer {token}"}
-            row, _ = self.wrk_or_python(system, "userinfo", base + paths["userinfo"], env, "request.lua", None)
+            row, _ = self.wrk_or_python(system, "userinfo", base + paths["userinfo"], env, "request.lua", None, pid)
             record(row)
 
         if "refresh" in scenarios:
@@ -285,13 +306,13 @@ class Bench:
                 try:
                     proc = profiled("refresh") if phase == "measure" else None
                     seconds = self.duration if phase == "measure" else self.warmup
-                    res = wrk.run(base + paths["token"], seconds, WRK_CONNECTIONS, "refresh.lua",
-                                  {**env, "BENCH_TOKENS": str(f)})  # fmt: skip
+                    res, cpu = self.wrk_costed(pid, base + paths["token"], seconds, "refresh.lua",
+                                               {**env, "BENCH_TOKENS": str(f)})  # fmt: skip
                     stop_profile(proc)
                 finally:
                     f.unlink(missing_ok=True)
             row = Row(system, "refresh", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "")  # fmt: skip
+                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
             record(row)
             peaks["refresh"] = row.rate or 0
 
@@ -536,8 +557,11 @@ class Bench:
         ]
         systems = backends + (["node"] if not a.skip_node else [])
         node_rows = {(r.scenario, r.mode): r for r in self.rows if r.system == "node"}
-        header = "| scenario | mode | backend | req/s | p50 ms | p99 ms | target | met | node req/s | ours/node |"
-        lines += [header, "|" + " --- |" * 10]
+        header = (
+            "| scenario | mode | backend | req/s | p50 ms | p99 ms | CPU ms/op | target | met "
+            "| node req/s | ours/node |"
+        )
+        lines += [header, "|" + " --- |" * 11]
         for scenario in a.scenarios:
             for mode in ("peak", "50%"):
                 for system in backends:
@@ -567,7 +591,8 @@ class Bench:
                     if row.errors:
                         rate += f" ({row.errors} err)"
                     lines.append(
-                        f"| {scenario} | {mode} | {system} | {rate} | {ms(row.p50)} | {ms(row.p99)} | {target} "
+                        f"| {scenario} | {mode} | {system} | {rate} | {ms(row.p50)} | {ms(row.p99)} | {cpu_ms(row)} "
+                        f"| {target} "
                         f"| {met} | {node_rate} | {ratio} |"
                     )
         node_lines = [r for r in self.rows if r.system == "node"]
@@ -575,12 +600,14 @@ class Bench:
             lines += [
                 "",
                 f"node-oidc-provider {self.node_version} alone (one node process on core 0, keep-alive):",
-                "| scenario | mode | req/s | p50 ms | p99 ms | note |",
-                "|" + " --- |" * 6,
+                "| scenario | mode | req/s | p50 ms | p99 ms | CPU ms/op | note |",
+                "|" + " --- |" * 7,
             ]
             for r in node_lines:
                 rate = "n/a" if r.rate is None else f"{r.rate:,.0f}"
-                lines.append(f"| {r.scenario} | {r.mode} | {rate} | {ms(r.p50)} | {ms(r.p99)} | {r.note} |")
+                lines.append(
+                    f"| {r.scenario} | {r.mode} | {rate} | {ms(r.p50)} | {ms(r.p99)} | {cpu_ms(r)} | {r.note} |"
+                )
         notes = [r for r in self.rows if r.note and r.system != "node"]
         if notes or self.extra:
             lines.append("")

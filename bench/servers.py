@@ -93,6 +93,16 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user and system, all its threads), from /proc; 0.0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command's closing parenthesis: state is field 3 of stat(5), utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
