@@ -64,8 +64,9 @@ class Row:
     errors: int
     tool: str
     note: str = ""
-    #: The serving process's CPU time (user and system, all threads) per successful operation, in seconds:
-    #: what a figure costs, which this machine's slower and faster phases move far less than the rate.
+    #: The serving process's CPU time (user and system, all threads) per successful operation, in seconds: where
+    #: a request's time goes, beside node-oidc-provider's in the same run. The machine's slower phases raise it as
+    #: much as they lower the rate (the same instructions take longer), so it is no steadier across runs.
     cpu: float | None = None
 
 
