@@ -108,31 +108,17 @@ def _claim_in_one_statement() -> Any:
     )
     successor = _refresh_token_from(rotated.c.grant_id, "successor", family_end=rotated.c.grant_expires_at)
     scope = func.coalesce(bindparam("requested_scope", type_=Text), rotated.c.scope)
-    logged = (
-        insert(audit)
-        .from_select(
-            ["at", "event", "user_id", "client_id", "ip_address", "detail"],
-            select(
-                bindparam("at", type_=audit.c.at.type),
-                bindparam("event", type_=audit.c.event.type),
-                rotated.c.user_id,
-                bindparam("client_id", type_=audit.c.client_id.type),
-                bindparam("ip_address", type_=audit.c.ip_address.type),
-                # The detail of _issued_row, in the same order.
-                func.json_build_object(
-                    literal_column("'grant_type'"),
-                    literal_column("'refresh_token'"),
-                    literal_column("'grant_id'"),
-                    rotated.c.grant_id,
-                    literal_column("'scope'"),
-                    scope,
-                    type_=audit.c.detail.type,
-                ),
-            ),
-        )
-        .returning(audit.c.id)
-        .cte("logged")
+    # The detail of _issued_row, in the same order.
+    detail = func.json_build_object(
+        literal_column("'grant_type'"),
+        literal_column("'refresh_token'"),
+        literal_column("'grant_id'"),
+        rotated.c.grant_id,
+        literal_column("'scope'"),
+        scope,
+        type_=audit.c.detail.type,
     )
+    logged = _audit_row_from(rotated, user_id=rotated.c.user_id, detail=detail).returning(audit.c.id).cte("logged")
     was_rotated = select(func.count()).select_from(rotated).scalar_subquery().label("rotated")
     audit_id = select(logged.c.id).scalar_subquery().label("audit_id")
     return _READ_REFRESH_TOKEN.add_columns(was_rotated, audit_id).add_cte(successor.cte("successor"))
@@ -168,7 +154,7 @@ def _refresh_token_from(grant_id: Any, name: str, family_end: Any = None) -> Any
     """An insert of a refresh token in the family ``grant_id`` (a column of a CTE: one token per row of it), its
     values bound as ``<name>_hash``, ``<name>_issued_at`` and ``<name>_expires_at`` (:meth:`NewRefreshToken.bound`).
     With ``family_end`` (the family's expiry, a column beside ``grant_id``) it expires at the earlier of the two: it
-    never outlives its family (as :func:`new_refresh_token` and :func:`_successor` make it in Python)."""
+    never outlives its family (as :func:`new_refresh_token` makes it in Python)."""
     rt = _refresh_tokens
     expires_at: Any = bindparam(name + "_expires_at", type_=rt.c.expires_at.type)
     if family_end is not None:
@@ -184,19 +170,20 @@ def _refresh_token_from(grant_id: Any, name: str, family_end: Any = None) -> Any
     )
 
 
-def _audit_row_from(written: Any) -> Any:
+def _audit_row_from(written: Any, *, user_id: Any = None, detail: Any = None) -> Any:
     """An insert of the audit row (bound parameters named as :func:`audit.event_row`'s keys), one per row of the
-    ``written`` CTE: none when that write wrote nothing."""
+    ``written`` CTE: none when that write wrote nothing. ``user_id`` and ``detail``, when given, are SQL expressions
+    (columns of ``written``, say) in place of their parameters."""
     audit = _audit_events
     return insert(audit).from_select(
         ["at", "event", "user_id", "client_id", "ip_address", "detail"],
         select(
             bindparam("at", type_=audit.c.at.type),
             bindparam("event", type_=audit.c.event.type),
-            bindparam("user_id", type_=audit.c.user_id.type),
+            bindparam("user_id", type_=audit.c.user_id.type) if user_id is None else user_id,
             bindparam("client_id", type_=audit.c.client_id.type),
             bindparam("ip_address", type_=audit.c.ip_address.type),
-            bindparam("detail", type_=audit.c.detail.type),
+            bindparam("detail", type_=audit.c.detail.type) if detail is None else detail,
         ).select_from(written),
     )
 
@@ -393,11 +380,15 @@ class NewRefreshToken:
         }
 
 
-def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
-    """A new refresh token in ``grant``'s family; it never outlives the family's absolute end."""
-    now = clock.now()
+def new_refresh_token(
+    grant: Grant, idle_ttl: int, *, token: str | None = None, now: dt.datetime | None = None
+) -> NewRefreshToken:
+    """A new refresh token in ``grant``'s family (``token``: its value when already drawn, as a refresh claim's
+    successor is, to be written under its hash in the claim's SQL); it never outlives the family's absolute end,
+    as the claim's SQL makes it too."""
+    now = now or clock.now()
     expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
-    return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
+    return NewRefreshToken(token=token or new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
 
 
 def _presented_hash(token: str) -> str | None:
@@ -531,7 +522,7 @@ def claim_refresh_token(
         presented = _presented_from(row)
         claim = RefreshClaim(presented=presented, at=now)
         if row[-2] == 1:
-            claim.successor = _successor(presented.grant, successor_token, now, idle_ttl)
+            claim.successor = new_refresh_token(presented.grant, idle_ttl, token=successor_token, now=now)
             claim.audit_row = _issued_row(audit_row, presented.grant, scope)
             claim.audit_id = row[-1]
         return claim
@@ -553,7 +544,7 @@ def claim_refresh_token(
     # The update's condition is what makes it atomic (SQLite serialises the writers).
     if not usable or connection.execute(_MARK_ROTATED, {"presented_hash": token_hash, "now": now}).rowcount != 1:
         return claim
-    claim.successor = _successor(grant, successor_token, now, idle_ttl)
+    claim.successor = new_refresh_token(grant, idle_ttl, token=successor_token, now=now)
     claim.audit_row = _issued_row(audit_row, grant, scope)
     connection.execute(_INSERT_REFRESH_TOKEN, claim.successor.row())
     claim.audit_id = connection.execute(_INSERT_AUDIT_EVENT, claim.audit_row).inserted_primary_key[0]
@@ -568,12 +559,6 @@ def _presented_from(row: Any) -> RefreshToken:
     _link(refresh_token, "grant", grant)
     _link(grant, "user", user)
     return refresh_token
-
-
-def _successor(grant: Grant, token: str, now: dt.datetime, idle_ttl: int) -> NewRefreshToken:
-    """The presented token's successor; it never outlives the family's absolute end (as in the claim's SQL)."""
-    expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
-    return NewRefreshToken(token=token, grant_id=grant.id, issued_at=now, expires_at=expires_at)
 
 
 def _issued_row(audit_row: dict[str, Any], grant: Grant, scope: str | None) -> dict[str, Any]:
