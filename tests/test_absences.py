@@ -143,6 +143,62 @@ def test_a_remembered_value_is_forgotten_at_its_announcement_elsewhere(workers):
     assert first.remembered("grant:g2")[0] == "active"  # only the key announced
 
 
+def _deaf(store: RedisStore) -> None:
+    """Make ``store``'s subscription deliver nothing (its own announcements included): what it forgets then, it
+    forgot without reading them - as when Redis writes the announcement to it after the writer's answer."""
+    assert store.remembered("warm-up")[1] is not None  # subscribed
+    store.absences._pubsub.get_message = lambda timeout=0.0: None
+
+
+def test_the_worker_that_announces_forgets_at_once_without_its_subscription(workers):
+    """A relying party revokes at a worker and introspects again at the same one: the worker must not answer from
+    what it remembered before its own announcement has come back (the CI flake of test_inactive_tokens)."""
+    first, _ = workers
+    first.remember("grant:g1", "active", first.remembered("grant:g1")[1], remember_for=60)
+    first.remember("grant:g2", "active", first.remembered("grant:g2")[1], remember_for=60)
+    assert first.is_absent(KEY, remember_for=60) is True
+    _deaf(first)
+    asked = _count_lookups(first)
+    first.announce(["grant:g1"])
+    assert first.remembered("grant:g1")[0] is None
+    assert first.remembered("grant:g2")[0] == "active"  # only the key announced
+    first.put_and_announce(KEY, {}, ttl=60)
+    assert first.is_absent(KEY, remember_for=60) is False
+    assert asked == [first.prefix + KEY]  # asked Redis, did not answer from memory
+
+
+def test_a_lookup_in_flight_during_a_write_here_is_not_remembered(workers):
+    """Another thread of the same worker read "absent" before this one wrote the key: it must not remember that
+    once the write is done, even though the worker never hears its own announcement."""
+    first, _ = workers
+    _deaf(first)
+    _, ticket = first.remembered("grant:g1")
+    first.announce(["grant:g1"])  # the revocation commits between the other thread's read and its remembering
+    first.remember("grant:g1", "active", ticket, remember_for=60)
+    assert first.remembered("grant:g1")[0] is None
+
+
+def test_a_failed_announcement_still_forgets_here(workers):
+    """Redis refused the announcement (the write was committed to the database all the same): the other workers
+    forget within the memory's time limit, this one at once."""
+    from idp.store.kv import StoreUnavailable
+
+    first, _ = workers
+    first.remember("grant:g1", "active", first.remembered("grant:g1")[1], remember_for=60)
+    call = first._call
+
+    def refusing(method, *args, **kwargs):
+        if method == "eval":
+            raise StoreUnavailable("Redis is unavailable")
+        return call(method, *args, **kwargs)
+
+    first._call = refusing  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        first.announce(["grant:g1"])
+    first._call = call  # type: ignore[method-assign]
+    assert first.remembered("grant:g1")[0] is None
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # two workers share Redis, not process memory
 def test_a_revoked_access_token_is_refused_at_once_by_a_worker_that_had_accepted_it(backend, tmp_path):
     """End to end over two apps sharing the store (two workers): introspection at the second says active (and

@@ -6,14 +6,17 @@ with :meth:`RedisStore.put_and_announce` is set and published on one channel in 
 stays subscribed to that channel: before it trusts anything it remembers, a worker reads the announcements
 waiting on its subscription (a non-blocking read, no round trip). Redis writes the announcement to every
 subscriber in the same pass of its event loop as the revoker's answer, so by the time a relying party has
-heard of the revocation and asked again, it is in each worker's socket; a lookup made within microseconds of the
-revocation (a few milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it
-could have raced the revocation itself.
+heard of the revocation and asked again, it is in each other worker's socket; a lookup made within microseconds of
+the revocation (a few milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it
+could have raced the revocation itself. The revoking worker does not wait for its own copy: it forgets the key as
+it announces it (Redis may write the revoker's answer before the subscribers' copies, and this worker can serve
+the relying party's next request in between, as CI saw).
 
 The same memory keeps values read from the database that stay true until their key is announced: a grant found
 active by introspection (idp.oidc.tokens), remembered under ``grant:<id>`` until a revocation of that grant is
 announced after its commit (idp.store.grants) or ``remember_for`` passes. The rule is the one above: what a worker
-remembers, it forgets at the first announcement of its key it reads.
+remembers, it forgets at the first announcement of its key it reads, and the worker that writes or announces a key
+forgets it at once (:meth:`AbsenceMemory.forget`), without waiting for its own announcement to come back.
 
 Not used with a Redis Cluster (every lookup asks there): a PUBLISH reaches the subscribers of other nodes
 through the cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a
@@ -31,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -84,6 +87,15 @@ class AbsenceMemory:
             if len(self._remembered) >= self._capacity:
                 del self._remembered[next(iter(self._remembered))]
             self._remembered[key] = (time.monotonic() + remember_for, value)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Forget ``keys`` now: this process wrote or announced them. Its own announcement reaches its subscription
+        only after Redis has answered the write (under load, after this process has already answered the request
+        that made it), and a request served by this process next must not find the key remembered in between."""
+        with self._lock:
+            for key in keys:
+                self._remembered.pop(key, None)
+            self._epoch += 1  # a lookup in flight in another thread read before the write: do not remember it
 
     def close(self) -> None:
         with self._lock:

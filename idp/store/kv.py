@@ -253,7 +253,10 @@ class RedisStore:
 
     def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
         payload = json.dumps(value, separators=(",", ":"))
-        self._call("eval", _SET_AND_ANNOUNCE, 1, self.prefix + key, payload, ttl, self.announcements)
+        try:
+            self._call("eval", _SET_AND_ANNOUNCE, 1, self.prefix + key, payload, ttl, self.announcements)
+        finally:
+            self._forget_here([self.prefix + key])
 
     def is_absent(self, key: str, remember_for: float) -> bool:
         full_key = self.prefix + key
@@ -269,7 +272,11 @@ class RedisStore:
 
     def announce(self, keys: Collection[str]) -> None:
         if keys:
-            self._call("eval", _ANNOUNCE, 0, self.announcements, *(self.prefix + key for key in keys))
+            full_keys = [self.prefix + key for key in keys]
+            try:
+                self._call("eval", _ANNOUNCE, 0, self.announcements, *full_keys)
+            finally:
+                self._forget_here(full_keys)
 
     def remembered(self, key: str) -> tuple[Any, int | None]:
         if self.absences is None:
@@ -279,6 +286,13 @@ class RedisStore:
     def remember(self, key: str, value: Any, ticket: int, remember_for: float) -> None:
         if self.absences is not None:
             self.absences.remember(self.prefix + key, ticket, remember_for, value)
+
+    def _forget_here(self, full_keys: list[str]) -> None:
+        """This worker's memory forgets what it has just written or announced, whether or not Redis took it: the
+        announcement comes back on its own subscription only after Redis answered, a moment too late for the next
+        request this worker serves (a relying party revoking, then introspecting)."""
+        if self.absences is not None:
+            self.absences.forget(full_keys)
 
     def _subscribe_to_announcements(self) -> Any:
         pubsub = self._redis.pubsub()
