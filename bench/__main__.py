@@ -632,9 +632,21 @@ def machine() -> str:
     # tools/native_argon2.py leaves this marker when the Argon2 bindings were compiled for this CPU.
     argon2 = "built for this CPU" if (Path(sys.prefix) / ".argon2-native").exists() else "portable wheel"
     return (
-        f"{model}, {os.cpu_count()} cores; Linux {platform.release()}; Python {platform.python_version()}; "
-        f"Node {out(['node', '--version']) if shutil.which('node') else '-'}; Argon2 {argon2}"
+        f"{model}, {os.cpu_count()} cores; Linux {platform.release()}; Python {platform.python_version()} "
+        f"({interpreter()}); Node {out(['node', '--version']) if shutil.which('node') else '-'}; Argon2 {argon2}"
     )
+
+
+def interpreter() -> str:
+    """Which CPython build serves: most of a request's CPU time is the interpreter's, and builds differ by a fifth
+    (docs/deployment.md, "Which Python"). An executable that loads libpython as a shared library is a build without
+    the distributions' static, profile-guided one (pyenv's default)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    linked = "libpython shared" if "libpython" in maps else "libpython static"
+    return f"{os.path.realpath(sys.executable)}, {linked}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
