@@ -288,9 +288,7 @@ class RedisStore:
             self.absences.remember(self.prefix + key, ticket, remember_for, value)
 
     def _forget_here(self, full_keys: list[str]) -> None:
-        """This worker's memory forgets what it has just written or announced, whether or not Redis took it: the
-        announcement comes back on its own subscription only after Redis answered, a moment too late for the next
-        request this worker serves (a relying party revoking, then introspecting)."""
+        # Whether or not Redis took the announcement (AbsenceMemory.forget says why at once).
         if self.absences is not None:
             self.absences.forget(full_keys)
 
