@@ -82,6 +82,12 @@ def cpu_ms(row: Row) -> str:
     return "–" if row.cpu is None else f"{row.cpu * 1000:.2f}"
 
 
+def wrk_row(system: str, scenario: str, result: wrk.WrkResult, cpu: float | None) -> Row:
+    """The peak row of a wrk run (its failures counted and noted) and the CPU time per request measured around it."""
+    note = f"{result.bad} failed" if result.bad else ""
+    return Row(system, scenario, "peak", result.rate, result.p50, result.p99, result.bad, "wrk", note, cpu)
+
+
 def cpu_note(row: Row) -> str:
     return "" if row.cpu is None else f" CPU {row.cpu * 1000:.2f} ms/op"
 
@@ -161,13 +167,7 @@ class Bench:
         if self.have_wrk:
             wrk.run(url, self.warmup, WRK_CONNECTIONS, script, env)
             result, cpu = self.wrk_costed(pid, url, self.duration, script, env)
-            note = ""
-            if result.bad:
-                note = f"{result.bad} failed"
-            return (
-                Row(system, scenario, "peak", result.rate, result.p50, result.p99, result.bad, "wrk", note, cpu),
-                result.ok,
-            )
+            return wrk_row(system, scenario, result, cpu), result.ok
         res = self.run_async(self._python_closed(op_factory, WRK_CONNECTIONS))
         return self.row_from(system, scenario, "peak", res, "python"), res.ok
 
@@ -261,8 +261,7 @@ class Bench:
             proc = profiled("client_credentials")
             res, cpu = self.wrk_costed(pid, base + paths["token"], self.duration, "request.lua", env)
             stop_profile(proc)
-            row = Row(system, "client_credentials", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
+            row = wrk_row(system, "client_credentials", res, cpu)
             self.cc_issued += res.ok * (1 + self.warmup / self.duration)
             record(row)
             peaks["client_credentials"] = row.rate or 0
@@ -280,8 +279,7 @@ class Bench:
             proc = profiled("introspection")
             res, cpu = self.wrk_costed(pid, base + paths["introspection"], self.duration, "request.lua", env)
             stop_profile(proc)
-            row = Row(system, "introspection", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
+            row = wrk_row(system, "introspection", res, cpu)
             record(row)
             peaks["introspection"] = row.rate or 0
 
@@ -312,8 +310,7 @@ class Bench:
                     stop_profile(proc)
                 finally:
                     f.unlink(missing_ok=True)
-            row = Row(system, "refresh", "peak", res.rate, res.p50, res.p99, res.bad, "wrk",
-                      f"{res.bad} failed" if res.bad else "", cpu)  # fmt: skip
+            row = wrk_row(system, "refresh", res, cpu)
             record(row)
             peaks["refresh"] = row.rate or 0
 
