@@ -441,6 +441,14 @@ def seen_within(check: Callable[[], bool], seconds: float = 1.0) -> bool:
     return True
 
 
+def deafen_announcements(store: Any) -> None:
+    """Make a RedisStore's subscription deliver nothing from now on (its own announcements included), as when
+    Redis writes an announcement to it only after the writer's answer: what the worker forgets then, it forgot
+    without hearing it (idp.store.absences)."""
+    assert store.remembered("warm-up")[1] is not None, "not subscribed: nothing would be remembered"
+    store.absences._pubsub.get_message = lambda timeout=0.0: None
+
+
 def grant_id_of(client: FlaskClient, access_token: str) -> str:
     """The ``gid`` claim of one of the provider's access tokens (its signature checked against the JWKS)."""
     from joserfc import jwt

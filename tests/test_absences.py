@@ -13,7 +13,7 @@ import redis
 
 from idp.store.kv import MemoryStore, RedisStore
 
-from .helpers import seen_within
+from .helpers import deafen_announcements, seen_within
 from .test_kv_store import REDIS_URL, _redis_down
 
 KEY = "revoked-access-token:abc"
@@ -143,13 +143,6 @@ def test_a_remembered_value_is_forgotten_at_its_announcement_elsewhere(workers):
     assert first.remembered("grant:g2")[0] == "active"  # only the key announced
 
 
-def _deaf(store: RedisStore) -> None:
-    """Make ``store``'s subscription deliver nothing (its own announcements included): what it forgets then, it
-    forgot without reading them - as when Redis writes the announcement to it after the writer's answer."""
-    assert store.remembered("warm-up")[1] is not None  # subscribed
-    store.absences._pubsub.get_message = lambda timeout=0.0: None
-
-
 def test_the_worker_that_announces_forgets_at_once_without_its_subscription(workers):
     """A relying party revokes at a worker and introspects again at the same one: the worker must not answer from
     what it remembered before its own announcement has come back (the CI flake of test_inactive_tokens)."""
@@ -157,7 +150,7 @@ def test_the_worker_that_announces_forgets_at_once_without_its_subscription(work
     first.remember("grant:g1", "active", first.remembered("grant:g1")[1], remember_for=60)
     first.remember("grant:g2", "active", first.remembered("grant:g2")[1], remember_for=60)
     assert first.is_absent(KEY, remember_for=60) is True
-    _deaf(first)
+    deafen_announcements(first)
     asked = _count_lookups(first)
     first.announce(["grant:g1"])
     assert first.remembered("grant:g1")[0] is None
@@ -171,7 +164,7 @@ def test_a_lookup_in_flight_during_a_write_here_is_not_remembered(workers):
     """Another thread of the same worker read "absent" before this one wrote the key: it must not remember that
     once the write is done, even though the worker never hears its own announcement."""
     first, _ = workers
-    _deaf(first)
+    deafen_announcements(first)
     _, ticket = first.remembered("grant:g1")
     first.announce(["grant:g1"])  # the revocation commits between the other thread's read and its remembering
     first.remember("grant:g1", "active", ticket, remember_for=60)
