@@ -46,7 +46,7 @@ def summarise(path: Path, top: int = 15) -> str:
     out.append("  inclusive time, project code (idp/) and notable libraries:")
     shown = 0
     for name, n in inclusive.most_common():
-        if name.startswith(("idp/", "authlib/", "joserfc/", "sqlalchemy/", "flask_limiter/", "argon2/", "redis/")):
+        if name.startswith(("idp/", "authlib/", "joserfc/", "sqlalchemy/", "argon2/", "redis/")):
             out.append(f"    {n / total:6.1%}  {name}")
             shown += 1
             if shown >= top:

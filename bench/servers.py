@@ -248,7 +248,7 @@ class Hoviyat:
             import redis
 
             r = redis.Redis.from_url(REDIS_URL)
-            # Ours, and Flask-Limiter's counters, which its storage files under "LIMITS:LIMITER/" + our prefix.
+            # Ours, and the rate-limit counters, which the `limits` package files under "LIMITS:LIMITER/" + our prefix.
             keys = [
                 key
                 for pattern in (self.redis_prefix + "*", "LIMITS:LIMITER/" + self.redis_prefix + "*")

@@ -30,10 +30,10 @@ from . import create_app
 from .cli.serve import ensure_signing_keys
 from .cli.users import admin_import_evidence
 from .extensions import db
+from .identity_registry.demo import DEMO_PEOPLE
 from .oidc import paths
 from .passwords import hash_password
 from .provider import current_provider
-from .registry.demo import DEMO_PEOPLE
 from .rules.birthdate import gregorian_to_jalali
 from .store import commit
 from .store.clients import Registration, create_client, rotate_secret

@@ -5,7 +5,7 @@
   seconds (2 minutes).
 - At most ``otp.max_tries`` guesses per code, counted atomically, so parallel guesses get no more.
 - A new code for the same purpose and number at most once per ``otp.resend_interval`` seconds, and at most
-  ``otp.per_mobile`` / ``otp.per_ip`` codes an hour (Flask-Limiter's counters, in the same store).
+  ``otp.per_mobile`` / ``otp.per_ip`` codes an hour (idp.rate_limits, in the same store).
 - Codes are compared in constant time. Nothing logs a code.
 """
 
@@ -18,10 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
-from limits import parse
 
 from . import clock
-from .extensions import limiter
 from .ops.metrics import CODE_CHECKS, CODES_SENT, RATE_LIMITED
 from .provider import Provider, current_provider
 from .security import keyed_hash, sha256_hex
@@ -60,13 +58,10 @@ def _digest(purpose: str, target: str, code: str) -> str:
 
 def _under_hourly_limits(provider: Provider, target: str, ip: str | None) -> bool:
     """Charge one code to the number's and the address's hourly caps, unless either is already used up."""
-    prefix = provider.config.redis.key_prefix + "otp"
-    checks = [(parse(provider.config.otp.per_mobile), "target", sha256_hex(target))]
+    checks = [(provider.config.otp.per_mobile, "codes-to", sha256_hex(target))]
     if ip:
-        checks.append((parse(provider.config.otp.per_ip), "ip", ip))
-    if not all(limiter.limiter.test(item, prefix, kind, who) for item, kind, who in checks):
-        return False
-    return all(limiter.limiter.hit(item, prefix, kind, who) for item, kind, who in checks)
+        checks.append((provider.config.otp.per_ip, "codes-from", ip))
+    return provider.rate_limits.hit_all(checks)
 
 
 def new_code(length: int) -> str:

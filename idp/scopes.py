@@ -1,4 +1,4 @@
-"""Scopes and the claims each releases (CONTRACTS.md, "Tokens and claims")."""
+"""Scopes and the claims each releases (README, "What a relying party needs")."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def make_app(backend: Backend, tmp_path: Path, **overrides: dict) -> Flask:
         # A rotated key signs at once here; tests of the waiting period set publish_before_use themselves.
         "keys": {"dir": str(tmp_path / "keys"), "publish_before_use": 0},
         "limits": {"login_per_ip": "1000 per minute", "token_per_ip": "10000 per minute"},
-        # CAPTCHA off by default (CONTRACTS.md: captcha.enabled is for tests); tests of it turn it on.
+        # CAPTCHA off by default (captcha.enabled is for tests); tests of it turn it on.
         "captcha": {"enabled": False},
     }
     for section, values in overrides.items():

@@ -277,7 +277,7 @@ class ServedProvider:
 
     def start(self) -> None:
         script = Path(sys.executable).parent / "idp"
-        command = [str(script)] if script.exists() else [sys.executable, "-c", "from idp.cli import main; main()"]
+        command = [str(script)] if script.exists() else [sys.executable, "-c", "from idp.cli.main import main; main()"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own command line
                 [*command, "serve", "--workers", "1", "--threads", "4"],

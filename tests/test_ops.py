@@ -172,7 +172,7 @@ def test_rate_limit_counter(app_with):
     assert client.post("/token", data={"grant_type": "client_credentials"}).status_code != 429
     refused = client.post("/token", data={"grant_type": "client_credentials"})
     assert refused.status_code == 429
-    # The limit is charged without Flask-Limiter's decorator; the answer still says when to come back.
+    # The answer says when to come back: the length of the limit's window.
     assert refused.headers["Retry-After"] == "60"
     assert refused.get_json()["error"] == "temporarily_unavailable"
     after = scrape(app)
@@ -186,24 +186,6 @@ def test_rate_limit_counter(app_with):
         - metric_value(before, "hoviyat_http_requests_total", **status_429)
         == 1
     )
-
-
-def test_flask_limiter_leaves_alone_the_endpoints_that_limit_themselves(app, client, monkeypatch):
-    """The protocol endpoints charge their own limits (idp.ops.address_limits): Flask-Limiter's per-request work
-    (its checks before, its context after and at teardown) is skipped there, and still done on pages."""
-    from flask_limiter import Limiter
-
-    touched: list[str | None] = []
-    context = Limiter.context
-    monkeypatch.setattr(
-        Limiter, "context", property(lambda self: touched.append(request.endpoint) or context.fget(self))
-    )
-    client.post("/token", data={"grant_type": "client_credentials"})
-    client.post("/token/introspect", data={"token": "x"})
-    client.get("/userinfo")
-    assert touched == []
-    client.get("/login")
-    assert touched and set(touched) == {"auth.login"}
 
 
 def test_sms_code_counters(app, user):

@@ -1,4 +1,4 @@
-"""The registration wizard (idp/register) through HTTP: from a relying party's login page to its callback,
+"""The registration wizard (idp/signup) through HTTP: from a relying party's login page to its callback,
 field-level errors for bad input, one-time code rules, the registry or SMS gateway being down, CAPTCHA,
 and two registrations of one national code racing."""
 

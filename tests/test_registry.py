@@ -1,4 +1,4 @@
-"""The identity registry (idp/registry): the JSON-file backend, the HTTP backend against a fake registry
+"""The identity registry (idp/identity_registry): the JSON-file backend, the HTTP backend against a fake registry
 service, the registration page on the HTTP backend, and the demo registry written at start."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import redis
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from idp.registry import Person, RegistryUnavailable
-from idp.registry.file import FileRegistry
-from idp.registry.http import HttpRegistry
+from idp.identity_registry import Person, RegistryUnavailable
+from idp.identity_registry.file import FileRegistry
+from idp.identity_registry.http import HttpRegistry
 from idp.rules.national_code import national_code_check_digit, normalize_national_code
 from idp.store.users import find_user_by_national_code
 
@@ -38,10 +38,10 @@ OTHER_MOBILE = "+989139998877"
 
 
 def clear_rate_limit_counters(request: pytest.FixtureRequest) -> None:
-    """Drop the run's Flask-Limiter counters in Redis (the hourly code caps among them).
+    """Drop the run's rate-limit counters in Redis (the hourly code caps among them).
 
-    conftest empties each test's store prefix, but the limiter keeps its counters under "LIMITS:", so on the
-    Redis backend they would carry over from test to test within a run.
+    conftest empties each test's store prefix, but the ``limits`` package keeps its counters under "LIMITS:", so on
+    the Redis backend they would carry over from test to test within a run.
     """
     if "backend" not in request.fixturenames:
         return
@@ -151,7 +151,7 @@ def unused_port() -> int:
 
 
 class FakeRegistryService:
-    """The registry API of idp/registry/http.py over a list of people in the CONTRACTS.md file format."""
+    """The registry API of idp/identity_registry/http.py over a list of people in the README's file format."""
 
     def __init__(self, people: list[dict[str, Any]], api_key: str) -> None:
         self.people = {p["national_code"]: p for p in people}

@@ -26,7 +26,7 @@ from ..rp_kit.settings import RpSettings, load_settings
 from ..rp_kit.site import new_site
 from ..rp_kit.validators import Invalid, normalize_postal_code, normalize_sheba
 
-#: Only what a car purchase needs: no device data (CONTRACTS.md scopes).
+#: Only what a car purchase needs: no device data (README, "What a relying party needs").
 SCOPE = "openid profile phone national_id address"
 
 

@@ -18,7 +18,7 @@ from .models import LoginSession, User, db, seed_demo_devices
 from .tickets import STATUSES, cli, find_subject
 from .views import registry_blueprint
 
-#: Identity, name, birth date and mobile; never the address (CONTRACTS.md scopes).
+#: Identity, name, birth date and mobile; never the address (README, "What a relying party needs").
 SCOPE = "openid profile phone national_id"
 
 

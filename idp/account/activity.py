@@ -6,7 +6,7 @@ from flask import g, render_template
 from flask_babel import lazy_gettext as _l
 
 from ..store.audit import recent_events
-from . import bp, login_required
+from .blueprint import bp, login_required
 
 EVENT_LABELS = {
     "login.succeeded": _l("Logged in"),

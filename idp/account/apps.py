@@ -13,7 +13,7 @@ from ..store import grants as grant_store
 from ..store.clients import get_client
 from ..store.models import Consent
 from ..web.forms import ButtonForm
-from . import bp, login_required
+from .blueprint import bp, login_required
 
 
 def _consents(user_id: str) -> list[Consent]:

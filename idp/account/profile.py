@@ -8,15 +8,16 @@ from flask_babel import gettext
 
 from .. import clock
 from ..auth.flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember
+from ..identity_registry import RegistryUnavailable
 from ..mail import MailUnavailable
 from ..ops.metrics import CODES_SENT
 from ..otp import CodeNotSent, consume_code, issue_code, withdraw_code
 from ..provider import current_provider
-from ..registry import RegistryUnavailable
+from ..rate_limits import client_address
 from ..rules.birthdate import gregorian_to_jalali
 from ..store import audit, commit
 from ..web.forms import AddressForm, ButtonForm, CodeForm, EmailForm
-from . import bp, login_required
+from .blueprint import bp, login_required
 
 EMAIL_FLOW = "email_change"
 
@@ -73,7 +74,7 @@ def email() -> Response | str:
     if form.validate_on_submit():
         address = form.email.data
         try:
-            code, _sent = issue_code("verify_email", address, request.remote_addr)
+            code, _sent = issue_code("verify_email", address, client_address())
             subject = gettext("Your Hoviyat email code")
             text = gettext("Your code to confirm this email address for Hoviyat: %(code)s", code=code)
             try:

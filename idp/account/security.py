@@ -13,7 +13,7 @@ from ..rules.password import check_password
 from ..store import audit, commit
 from ..web.forms import ButtonForm, ChangePasswordForm, TotpDisableForm, TotpEnableForm, rule_message
 from ..web.login_state import end_other_sessions, notify_sessions_ended
-from . import bp, login_required
+from .blueprint import bp, login_required
 
 ENROLMENT = "totp_enrolment"
 

@@ -6,17 +6,18 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from .. import clock
-from ..extensions import db, limiter
+from ..extensions import db
 from ..provider import current_provider
+from ..rate_limits import limited
 from ..store import audit, commit
 from ..store.models import SupportMessage
 from ..web.forms import SupportForm
 from ..web.login_state import current_user
-from . import bp
+from .blueprint import bp
 
 
 @bp.route("/support", methods=["GET", "POST"])
-@limiter.limit("10 per hour", methods=["POST"])
+@limited("10 per hour", "support")
 def support() -> Response | str:
     user = current_user()
     form = SupportForm()

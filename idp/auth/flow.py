@@ -3,6 +3,8 @@ of text messages, and the messages for codes that could not be sent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from flask import Response, redirect, render_template, request, session, url_for
@@ -11,11 +13,15 @@ from flask_babel import lazy_gettext as _l
 
 from .. import clock
 from ..i18n import localize_digits
-from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending
+from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending, render_page_error
 from ..otp import CodeNotSent, SentCode, issue_code, send_sms_code
+from ..rate_limits import client_address
 from ..store.clients import get_client
 from ..store.models import Client, User
 from ..store.users import find_user_by_national_code
+
+#: What a page view returns: a redirect, a rendered page, or a page with its status.
+PageAnswer = Response | tuple[str, int] | str
 
 CODE_TEXTS = {
     "register": _l("Hoviyat registration code: %(code)s\nDo not give this code to anyone."),
@@ -33,6 +39,21 @@ def pending_authorization() -> PendingAuthorization | None:
     """
     pending_id = request.values.get("tx")
     return load_pending(pending_id) if pending_id else None
+
+
+def for_pending_authorization(view: Callable[..., PageAnswer]) -> Callable[..., PageAnswer]:
+    """A sign-in page that serves the pending authorization named by ``tx`` (or none): the view gets it as
+    ``pending``; a request named but gone, or started in another browser, gets the error page instead."""
+
+    @wraps(view)
+    def serving(**kwargs: Any) -> PageAnswer:
+        try:
+            pending = pending_authorization()
+        except AuthorizationPageError as error:
+            return render_page_error(error)
+        return view(pending, **kwargs)
+
+    return serving
 
 
 def client_of(pending: PendingAuthorization | None) -> Client | None:
@@ -62,7 +83,7 @@ def sms_code_text(purpose: str, code: str) -> str:
 
 def send_code(purpose: str, mobile: str) -> SentCode:
     """Text a new code for ``purpose``; raises :class:`CodeNotSent`."""
-    return send_sms_code(purpose, mobile, request.remote_addr, lambda code: sms_code_text(purpose, code))
+    return send_sms_code(purpose, mobile, client_address(), lambda code: sms_code_text(purpose, code))
 
 
 def code_not_sent_message(error: CodeNotSent, by_email: bool = False) -> str:
@@ -84,7 +105,7 @@ def send_code_for_account(purpose: str, user: User | None, national_code: str) -
     if user is not None:
         send_code(purpose, user.mobile)
     else:
-        issue_code(purpose, f"no-account:{national_code}", request.remote_addr)
+        issue_code(purpose, f"no-account:{national_code}", client_address())
 
 
 def national_code_step(
@@ -126,11 +147,13 @@ def forget(flow: str) -> None:
 
 
 __all__ = [
-    "AuthorizationPageError",
     "CodeNotSent",
+    "PageAnswer",
+    "PendingAuthorization",
     "client_of",
     "code_not_sent_message",
     "done",
+    "for_pending_authorization",
     "forget",
     "pending_authorization",
     "recall",

@@ -14,15 +14,15 @@ from flask import Response, redirect, render_template, url_for
 from flask_babel import gettext
 
 from .. import clock
+from ..identity_registry import RegistryUnavailable
 from ..otp import CodeNotSent, consume_code
 from ..provider import current_provider
-from ..registry import RegistryUnavailable
 from ..rules.mobile import mask_mobile
 from ..sms import SmsUnavailable
 from ..store import audit, commit
 from ..web.forms import ChangeMobileConfirmForm, ChangeMobileStartForm
 from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
-from . import bp
+from .blueprint import bp
 from .flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember, send_code
 from .password_login import check_password_attempt
 

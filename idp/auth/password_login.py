@@ -8,11 +8,9 @@ from collections.abc import Callable
 from flask import Response, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 
-from ..extensions import limiter
 from ..i18n import localize_digits
-from ..oidc.endpoints.authorize import render_page_error
 from ..passwords import hash_password, needs_rehash, verify_password
-from ..provider import current_provider
+from ..rate_limits import client_address, limited
 from ..rules import InvalidInput
 from ..rules.national_code import normalize_national_code
 from ..store import audit, commit
@@ -21,14 +19,11 @@ from ..store.users import find_user_by_national_code, set_password_hash
 from ..web.captcha import captcha_enabled
 from ..web.forms import LoginForm
 from ..web.login_state import current_session, log_in
-from . import bp, throttle
-from .flow import AuthorizationPageError, client_of, done, pending_authorization
+from . import throttle
+from .blueprint import bp
+from .flow import PendingAuthorization, client_of, done, for_pending_authorization
 
 CAPTCHA_FLAG = "login_captcha"
-
-
-def _login_rate() -> str:
-    return current_provider().config.limits.login_per_ip
 
 
 def throttled_check(national_code: str, captcha_solved: bool | None, check: Callable[[], bool]) -> str | None:
@@ -39,7 +34,7 @@ def throttled_check(national_code: str, captcha_solved: bool | None, check: Call
     ``captcha.enabled`` is off. Returns None when ``check()`` passed, else the message to show; refused
     attempts never run ``check``.
     """
-    ip = request.remote_addr
+    ip = client_address()
     if captcha_solved is None or not captcha_enabled():
         captcha_solved = True
     verdict = throttle.begin_attempt(national_code, ip, captcha_solved)
@@ -83,12 +78,9 @@ def check_password_attempt(
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_rate, methods=["POST"])
-def login() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@limited(lambda config: config.limits.login_per_ip, "login")
+@for_pending_authorization
+def login(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     if pending is None and current_session() is not None and request.method == "GET":
         return redirect(url_for("account.home"))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from flask import Response, flash, redirect, render_template
 from flask_babel import gettext
 
-from ..oidc.endpoints.authorize import render_page_error
 from ..otp import CodeNotSent, consume_code
 from ..passwords import hash_password
 from ..rules import InvalidInput
@@ -18,15 +17,16 @@ from ..store import audit, commit
 from ..store.users import find_user_by_national_code, set_password_hash
 from ..web.forms import ButtonForm, ForgotStartForm, ResetPasswordForm, rule_message
 from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
-from . import bp, throttle
+from . import throttle
+from .blueprint import bp
 from .flow import (
-    AuthorizationPageError,
+    PendingAuthorization,
     client_of,
     code_not_sent_message,
     done,
+    for_pending_authorization,
     forget,
     national_code_step,
-    pending_authorization,
     recall,
     send_code_for_account,
     with_tx,
@@ -36,11 +36,8 @@ FLOW = "password_reset"
 
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
-def forgot_password() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def forgot_password(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     return national_code_step(
         purpose="reset",
         flow=FLOW,
@@ -52,11 +49,8 @@ def forgot_password() -> Response | tuple[str, int] | str:
 
 
 @bp.route("/password/reset", methods=["GET", "POST"])
-def reset_password() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def reset_password(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None:
         return redirect(with_tx("auth.forgot_password", pending))
@@ -92,11 +86,8 @@ def reset_password() -> Response | tuple[str, int] | str:
 
 
 @bp.post("/password/reset/resend")
-def reset_password_resend() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def reset_password_resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None or not ButtonForm().validate_on_submit():
         return redirect(with_tx("auth.forgot_password", pending))

@@ -13,19 +13,18 @@ from flask_babel import gettext
 
 from .. import totp
 from ..i18n import display_mobile
-from ..oidc.endpoints.authorize import render_page_error
 from ..otp import CodeNotSent, consume_code
 from ..store import commit
 from ..store.models import User
 from ..web.forms import ButtonForm, CodeForm, PasswordForm
 from ..web.login_state import add_factor, current_session
-from . import bp
+from .blueprint import bp
 from .flow import (
-    AuthorizationPageError,
+    PendingAuthorization,
     client_of,
     code_not_sent_message,
     done,
-    pending_authorization,
+    for_pending_authorization,
     send_code,
     with_tx,
 )
@@ -39,11 +38,8 @@ def offered_methods(amr: list[str], has_totp: bool) -> list[str]:
 
 
 @bp.route("/login/second-factor", methods=["GET", "POST"])
-def second_factor() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def second_factor(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     login = current_session()
     if login is None:
         return redirect(with_tx("auth.login", pending))
@@ -91,11 +87,8 @@ def _prove(user: User, method: str, form: PasswordForm | CodeForm) -> tuple[str 
 
 
 @bp.post("/login/second-factor/send")
-def second_factor_send() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def second_factor_send(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     login = current_session()
     if login is None or not ButtonForm().validate_on_submit():
         return redirect(with_tx("auth.login", pending))

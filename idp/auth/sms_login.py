@@ -9,20 +9,19 @@ from __future__ import annotations
 from flask import Response, flash, redirect, render_template
 from flask_babel import gettext
 
-from ..oidc.endpoints.authorize import render_page_error
 from ..otp import CodeNotSent, consume_code
 from ..store.users import find_user_by_national_code
 from ..web.forms import ButtonForm, CodeForm, OtpLoginStartForm
 from ..web.login_state import log_in
-from . import bp
+from .blueprint import bp
 from .flow import (
-    AuthorizationPageError,
+    PendingAuthorization,
     client_of,
     code_not_sent_message,
     done,
+    for_pending_authorization,
     forget,
     national_code_step,
-    pending_authorization,
     recall,
     send_code_for_account,
     with_tx,
@@ -32,11 +31,8 @@ FLOW = "sms_login"
 
 
 @bp.route("/login/sms", methods=["GET", "POST"])
-def sms_login_start() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def sms_login_start(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     return national_code_step(
         purpose="login",
         flow=FLOW,
@@ -48,11 +44,8 @@ def sms_login_start() -> Response | tuple[str, int] | str:
 
 
 @bp.route("/login/sms/verify", methods=["GET", "POST"])
-def sms_login_verify() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def sms_login_verify(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None:
         return redirect(with_tx("auth.sms_login_start", pending))
@@ -71,11 +64,8 @@ def sms_login_verify() -> Response | tuple[str, int] | str:
 
 
 @bp.post("/login/sms/resend")
-def sms_login_resend() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def sms_login_resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None or not ButtonForm().validate_on_submit():
         return redirect(with_tx("auth.sms_login_start", pending))

@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from ..store.audit import recent_events
-from . import emit
+from .output import emit
 
 
 @click.group(help="The audit log: logins, tokens, consents, admin changes.")

@@ -28,7 +28,7 @@ from ..store.clients import (
     update_client,
 )
 from ..store.models import Client
-from . import emit
+from .output import emit
 
 
 def _client_dict(client: Client, secret: str | None = None, include_secret: bool = False) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from ..keys import ALGORITHMS, KeyManagementError
 from ..provider import current_provider
 from ..store import audit, commit
 from ..store.models import SigningKey
-from . import emit
+from .output import emit
 
 ALG_OPTION = click.option(
     "--alg",

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..store.models import SupportMessage
-from . import emit
+from .output import emit
 
 
 @click.group(help="Messages sent from the support page.")

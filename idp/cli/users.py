@@ -16,7 +16,7 @@ from ..rules.password import check_password
 from ..store import audit, commit
 from ..store.models import User
 from ..store.users import DuplicateNationalCode, create_user, find_user_by_national_code
-from . import emit
+from .output import emit
 
 MESSAGES = {
     "national_code.required": ("--national-code", "is required"),

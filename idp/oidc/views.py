@@ -9,8 +9,8 @@ from flask_babel import gettext
 from werkzeug.datastructures import MultiDict
 
 from ..extensions import csrf
-from ..ops.address_limits import charge_address
 from ..provider import current_provider
+from ..rate_limits import charge_address
 from ..scopes import claims_for_scopes
 from ..store import audit, commit
 from ..store.consents import record_consent
@@ -18,8 +18,8 @@ from ..web.forms import ConsentForm, LogoutForm
 from ..web.login_state import current_session
 from . import paths
 from .claims import extra_claims_allowed, parse_claims_request
-from .documents import DOCUMENT_PATHS, SerialisedDocument, document_of_kind
 from .endpoints import authorize as authorization
+from .endpoints import discovery
 from .grants.authorization_code import code_exchange_committed, restore_consumed_code
 from .server import authorization_server
 
@@ -33,15 +33,10 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}
 @bp.get(paths.OAUTH_METADATA)
 @bp.get(paths.JWKS)
 def public_document() -> Response:
-    # Answered by idp.oidc.documents.PublicDocuments before Flask; these routes exist so url_for and the URL
-    # map know them, and answer only if a request reaches the app anyway (the keys could not be re-read: the
-    # call below raises and the error handlers answer 503).
-    document, max_age = document_of_kind(current_provider(), DOCUMENT_PATHS[request.path])
-    served = SerialisedDocument().of(document)
-    response = Response(served.body, mimetype="application/json", headers=CORS_HEADERS)
-    response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    response.headers["ETag"] = served.etag
-    return response.make_conditional(request)
+    # Answered by discovery.PublishedDocuments before Flask; these routes exist so url_for and the URL map know
+    # them, and answer only when a request reaches the app anyway (the keys could not be re-read: then this raises
+    # and the error handlers answer 503).
+    return discovery.document_response(current_provider(), request)
 
 
 @bp.route(paths.AUTHORIZE, methods=["GET", "POST"])

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from ..extensions import db, limiter
+from ..extensions import db
 from ..keys import KeyManagementError
 from ..provider import current_provider
 
@@ -15,13 +15,11 @@ bp = Blueprint("ops_health", __name__)
 
 
 @bp.get("/healthz")
-@limiter.exempt
 def healthz() -> Response:
     return _no_store(jsonify({"status": "ok"}))
 
 
 @bp.get("/readyz")
-@limiter.exempt
 def readyz() -> Response:
     provider = current_provider()
     checks: dict[str, Any] = {}

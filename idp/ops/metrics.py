@@ -16,7 +16,6 @@ from flask import Blueprint, Flask, Response, abort, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from ..config import parse_networks
-from ..extensions import limiter
 
 bp = Blueprint("ops_metrics", __name__)
 
@@ -96,7 +95,6 @@ def _latency_histogram(endpoint: str) -> Any:
 
 
 @bp.get("/metrics")
-@limiter.exempt
 def metrics() -> Response:
     allowed = current_app.extensions["idp.metrics_allowed"]
     try:

@@ -6,24 +6,15 @@ and developers read codes from it); gateways get the text. Nothing here logs a c
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from ..config import Config
+from .base import SmsSender, SmsUnavailable
+from .gateways import HttpWebhookSender, KavenegarSender
+from .outbox import OutboxSender
 
-
-class SmsUnavailable(RuntimeError):
-    """The gateway failed or timed out; the user should try again in a moment."""
-
-
-class SmsSender(Protocol):
-    def send(self, to: str, text: str, *, purpose: str, code: str | None = None) -> None:
-        """Send ``text`` to the E.164 number ``to``; raise :class:`SmsUnavailable` when it cannot be sent."""
+__all__ = ["SmsSender", "SmsUnavailable", "sender_from_config"]
 
 
 def sender_from_config(config: Config) -> SmsSender:
-    from .gateways import HttpWebhookSender, KavenegarSender
-    from .outbox import OutboxSender
-
     settings = config.sms
     if settings.backend == "http":
         return HttpWebhookSender(settings.http_url, settings.http_token, timeout=settings.timeout)

@@ -10,7 +10,7 @@ import logging
 
 import requests
 
-from . import SmsUnavailable
+from .base import SmsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The outbox backend: one JSON object per line, appended (CONTRACTS.md, "SMS outbox")."""
+"""The outbox backend: one JSON object per line, appended (README, "Text messages")."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from . import SmsUnavailable
+from .base import SmsUnavailable
 
 
 class OutboxSender:

@@ -1,5 +1,5 @@
 """Forms of the hosted pages (Flask-WTF: every form carries ``csrf_token``). Field names follow
-CONTRACTS.md; messages are translated and tied to their field; digits may be typed in Persian or
+the README; messages are translated and tied to their field; digits may be typed in Persian or
 Arabic-Indic; code fields carry ``autocomplete="one-time-code"`` and ``inputmode="numeric"``."""
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from ..provider import current_provider
 from ..scopes import acr_for
 from ..store import audit, commit
 from ..store import grants as grant_store
-from ..store import sessions as session_store
+from ..store import login_sessions as session_store
 from ..store.models import User, UserSession
-from .sessions import regenerate
+from .browser_session import regenerate
 
 
 def current_session() -> UserSession | None:

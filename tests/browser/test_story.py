@@ -27,7 +27,7 @@ import clients.device_registry
 from clients.device_registry.models import User as RegistryUser
 from clients.device_registry.models import db as registry_db
 from clients.rp_kit.dates import TEHRAN
-from idp.registry.demo import DEMO_PEOPLE
+from idp.identity_registry.demo import DEMO_PEOPLE
 from idp.rules.birthdate import gregorian_to_jalali
 from idp.rules.digits import to_persian_digits
 from tests.helpers import last_sms_code
@@ -42,7 +42,7 @@ CARMAKER_NAME = "سامانه فروش خودرو"
 REGISTRY_NAME = "سامانه همتا"
 DEVICES_FILE = Path(clients.device_registry.__file__).parent / "data" / "demo_devices.json"
 
-#: The demo registry's زهرا کریمی (idp/registry/demo.py), who has no Hoviyat account yet.
+#: The demo registry's زهرا کریمی (idp/identity_registry/demo.py), who has no Hoviyat account yet.
 NATIONAL_CODE = "1234567891"
 BIRTHDATE = dt.date(1995, 6, 1)
 MOBILE = "+989131234567"

@@ -200,7 +200,7 @@ def code_exchange_committed() -> None:
 def restore_consumed_code(error: BaseException) -> None:
     """After a failure of the database (not of the request's content) before the grant was committed, put the
     consumed code back for the rest of its life, so the client's retry works instead of meeting invalid_grant."""
-    from ... import unavailable_service
+    from ...web.error_pages import unavailable_service
 
     consumed = g.pop("consumed_code", None)
     if consumed is None or unavailable_service(error) != "database":

@@ -7,10 +7,10 @@ from flask_babel import gettext
 
 from ..store import audit, commit
 from ..store import grants as grant_store
-from ..store import sessions as session_store
+from ..store import login_sessions as session_store
 from ..web.forms import ButtonForm
 from ..web.login_state import end_other_sessions, log_out, notify_sessions_ended
-from . import bp, login_required
+from .blueprint import bp, login_required
 
 
 @bp.get("/account/sessions")

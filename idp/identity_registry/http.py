@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from . import Person, RegistryUnavailable
+from .base import Person, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The ``register`` blueprint: the registration wizard, as EMTA has it.
+"""The ``signup`` blueprint: the registration wizard, as EMTA has it.
 
 1. mobile number and CAPTCHA: a code is texted to the number;
 2. national code, Jalali birth date, password twice and the code: the server checks the code, that the
@@ -18,12 +18,12 @@ from flask_babel import gettext
 
 from .. import clock
 from ..auth.flow import (
-    AuthorizationPageError,
+    PendingAuthorization,
     client_of,
     code_not_sent_message,
     done,
+    for_pending_authorization,
     forget,
-    pending_authorization,
     recall,
     registry_unavailable_message,
     remember,
@@ -31,11 +31,10 @@ from ..auth.flow import (
     with_tx,
 )
 from ..i18n import display_mobile
-from ..oidc.endpoints.authorize import render_page_error
+from ..identity_registry import Person, RegistryUnavailable
 from ..otp import CodeNotSent, check_code, claim_code
 from ..passwords import hash_password
 from ..provider import current_provider
-from ..registry import Person, RegistryUnavailable
 from ..rules import InvalidInput
 from ..rules.birthdate import jalali_to_gregorian
 from ..rules.password import check_password
@@ -44,38 +43,32 @@ from ..store.users import DuplicateNationalCode, create_user, find_user_by_natio
 from ..web.forms import ButtonForm, RegisterDetailsForm, RegisterStartForm, rule_message
 from ..web.login_state import log_in
 
-bp = Blueprint("register", __name__)
+bp = Blueprint("signup", __name__)
 FLOW = "registration"
 
 
 @bp.route("/register", methods=["GET", "POST"])
-def start() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def start(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     form = RegisterStartForm()
     if form.validate_on_submit():
         mobile = form.mobile.data
         try:
             send_code("register", mobile)
             remember(FLOW, mobile=mobile)
-            return redirect(with_tx("register.details", pending), 303)
+            return redirect(with_tx("signup.details", pending), 303)
         except CodeNotSent as error:
             form.mobile.errors = [code_not_sent_message(error)]
     form.tx.data = pending.id if pending else ""
-    return render_template("register/start.html", form=form, client=client_of(pending), pending=pending, step=1)
+    return render_template("signup/start.html", form=form, client=client_of(pending), pending=pending, step=1)
 
 
 @bp.route("/register/details", methods=["GET", "POST"])
-def details() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def details(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None:
-        return redirect(with_tx("register.start", pending))
+        return redirect(with_tx("signup.start", pending))
     mobile = state["mobile"]
     form = RegisterDetailsForm()
     if form.validate_on_submit():
@@ -87,7 +80,7 @@ def details() -> Response | tuple[str, int] | str:
             return done(pending)
     form.tx.data = pending.id if pending else ""
     return render_template(
-        "register/details.html",
+        "signup/details.html",
         form=form,
         resend_form=ButtonForm(),
         mobile=mobile,
@@ -186,17 +179,14 @@ def _create_account(person: Person, mobile: str, password: str, source: str, for
 
 
 @bp.post("/register/resend")
-def resend() -> Response | tuple[str, int] | str:
-    try:
-        pending = pending_authorization()
-    except AuthorizationPageError as error:
-        return render_page_error(error)
+@for_pending_authorization
+def resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
     state = recall(FLOW)
     if state is None or not ButtonForm().validate_on_submit():
-        return redirect(with_tx("register.start", pending))
+        return redirect(with_tx("signup.start", pending))
     try:
         send_code("register", state["mobile"])
         flash(gettext("A new code was sent."), "info")
     except CodeNotSent as error:
         flash(code_not_sent_message(error), "error")
-    return redirect(with_tx("register.details", pending), 303)
+    return redirect(with_tx("signup.details", pending), 303)

@@ -1,4 +1,4 @@
-"""The file registry: a JSON array of people (CONTRACTS.md), re-read when the file changes."""
+"""The file registry: a JSON array of people (README, "The identity registry"), re-read when the file changes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import Person, RegistryUnavailable
+from .base import Person, RegistryUnavailable
 
 
 class FileRegistry:

@@ -1,14 +1,10 @@
-"""The identity registry: does this mobile belong to this national code (the telecom operators' ownership
-check), and who is this national code with this birth date (the civil registry). One small interface, two
-backends: a JSON file (development, demo, tests) and an HTTP service."""
+"""The interface every backend implements, and the errors they raise."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
-
-from ..config import Config
 
 
 class RegistryUnavailable(RuntimeError):
@@ -32,13 +28,3 @@ class IdentityRegistry(Protocol):
 
     def find_person(self, national_code: str, birthdate: dt.date) -> Person | None:
         """The person with this national code and birth date, or None when there is no such person."""
-
-
-def registry_from_config(config: Config) -> IdentityRegistry:
-    from .file import FileRegistry
-    from .http import HttpRegistry
-
-    settings = config.registry
-    if settings.backend == "http":
-        return HttpRegistry(settings.url, settings.api_key, timeout=settings.timeout, retries=settings.retries)
-    return FileRegistry(config.var_file(settings.path, "registry.json"))
