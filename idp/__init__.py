@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
+from . import i18n
 from .config import Config, database_url, load_config, parse_networks, with_generated_secrets
 from .extensions import babel, csrf, db, limiter, migrate
 from .keys import KeyManagementError, KeyRing
@@ -24,7 +26,10 @@ from .registry.demo import ensure_demo_registry
 from .sms import sender_from_config
 from .store.kv import StoreUnavailable, store_from_config
 
-ROOT = Path(__file__).resolve().parent.parent
+# The repository's top-level templates/ and static/ folders, installed as these packages (setup.py); the same
+# lookup finds them in a wheel's site-packages and in a checkout installed with `pip install -e`.
+TEMPLATES_DIR = files("idp.templates")
+STATIC_DIR = files("idp.static")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         config = load_config(overrides=config)
     config = with_generated_secrets(config)
 
-    app = SyncFlask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = SyncFlask(__name__, template_folder=str(TEMPLATES_DIR), static_folder=str(STATIC_DIR))
     store = store_from_config(config.redis.url, config.redis.key_prefix)
     app.config.update(
         SECRET_KEY=config.server.secret_key,
@@ -68,7 +73,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         SESSION_COOKIE_NAME=config.session.cookie_name,
         WTF_CSRF_TIME_LIMIT=config.tokens.login_transaction_ttl,
         BABEL_DEFAULT_LOCALE=config.ui.default_locale,
-        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(i18n.TRANSLATIONS_DIR),
         RATELIMIT_STORAGE_URI=store.limiter_uri,
         RATELIMIT_STORAGE_OPTIONS=store.limiter_options,
         RATELIMIT_HEADERS_ENABLED=False,
@@ -107,8 +112,6 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     # Sentinel database number of one app never reaches another's (a Cluster refuses any).
     limiter._storage_options = {}
     limiter.init_app(app)
-
-    from . import i18n
 
     i18n.compile_translations()
     babel.init_app(app, locale_selector=i18n.select_locale)
