@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from . import i18n
 from .config import Config, database_url, load_config, parse_networks, with_generated_secrets
 from .extensions import babel, csrf, db, migrate
 from .identity_registry import registry_from_config
@@ -24,7 +26,10 @@ from .store.kv import store_from_config
 from .web import error_pages
 from .web.error_pages import unavailable_service
 
-ROOT = Path(__file__).resolve().parent.parent
+# The repository's top-level templates/ and static/ folders, installed as these packages (setup.py); the same
+# lookup finds them in a wheel's site-packages and in a checkout installed with `pip install -e`.
+TEMPLATES_DIR = files("idp.templates")
+STATIC_DIR = files("idp.static")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         config = load_config(overrides=config)
     config = with_generated_secrets(config)
 
-    app = HoviyatApp(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = HoviyatApp(__name__, template_folder=str(TEMPLATES_DIR), static_folder=str(STATIC_DIR))
     store = store_from_config(config.redis.url, config.redis.key_prefix)
     app.config.update(
         SECRET_KEY=config.server.secret_key,
@@ -58,7 +63,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         SESSION_COOKIE_NAME=config.session.cookie_name,
         WTF_CSRF_TIME_LIMIT=config.tokens.login_transaction_ttl,
         BABEL_DEFAULT_LOCALE=config.ui.default_locale,
-        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).resolve().parent / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(i18n.TRANSLATIONS_DIR),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     if config.registry.backend == "file" and not config.registry.path:
@@ -91,8 +96,6 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     # before the CSRF check, which would otherwise call every form expired.
     app.before_request(raise_if_unavailable)
     csrf.init_app(app)
-
-    from . import i18n
 
     i18n.compile_translations()
     babel.init_app(app, locale_selector=i18n.select_locale)

@@ -88,7 +88,10 @@ def format_moment(value: dt.datetime | None) -> str:
 
 
 def compile_translations(directory: Path = TRANSLATIONS_DIR) -> None:
-    """Compile each ``messages.po`` whose ``.mo`` is missing or older, so a fresh clone needs no extra step."""
+    """Compile each ``messages.po`` whose ``.mo`` is missing or older, so a fresh clone needs no extra step.
+
+    An installed wheel has no ``.po`` to compile: it carries the ``.mo`` files, compiled when it was built
+    (setup.py), and nothing is written into its site-packages."""
     for po_path in directory.glob("*/LC_MESSAGES/messages.po"):
         mo_path = po_path.with_suffix(".mo")
         if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:

@@ -1,0 +1,1 @@
+"""The pages' Jinja templates, installed as the package ``idp.templates`` (setup.py maps this folder)."""
