@@ -9,8 +9,11 @@ from urllib.parse import urlencode
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from sqlalchemy import select
 
 from idp import clock
+from idp.extensions import db
+from idp.store.models import AuditEvent
 
 from .helpers import (
     POST_LOGOUT_URI,
@@ -18,10 +21,12 @@ from .helpers import (
     ClientInfo,
     authorization_params,
     create_test_client,
+    create_test_user,
     exchange_code,
     find_form,
     get_code,
     pkce_pair,
+    valid_national_code,
 )
 
 COOKIE = "hoviyat_session"
@@ -210,6 +215,64 @@ def test_client_id_matching_hint_audience_is_accepted(app, client, rp_client, to
     assert response.status_code == 302
     assert response.location == POST_LOGOUT_URI + "?state=s"
     assert not is_logged_in(client)
+
+
+# -- a hint that names another login: the user is asked (RP-Initiated Logout sections 2 and 4) -------------
+
+
+def _other_user_tokens(app, rp_client) -> dict[str, Any]:
+    """An attacker's own account, signed in at the same relying party from the attacker's own browser."""
+    attacker = create_test_user(app, national_code=valid_national_code("001234568"), mobile="+989121234568")
+    return sign_in(Browser(app.test_client(), app.extensions["idp"].issuer), rp_client, attacker)
+
+
+def assert_asked_and_nothing_ended(response, client, rp_client, tokens) -> None:
+    assert response.status_code == 200
+    assert "Location" not in response.headers
+    form = find_form(response.get_data(as_text=True), action_contains="/logout", field_name="csrf_token")
+    assert ("confirm", "yes") in form.buttons
+    assert is_logged_in(client)
+    assert refresh_status(client, rp_client, tokens["refresh_token"]) == 200
+
+
+def logout_events(app) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == "logout")))
+
+
+def test_another_users_id_token_as_hint_does_not_log_the_victim_out(app, client, rp_client, tokens):
+    """The attack: a link to /logout with the attacker's own ID token skipped the confirmation, ended the victim's
+    session, revoked the victim's grants and sent back-channel logouts."""
+    attacker_tokens = _other_user_tokens(app, rp_client)
+    response = logout(
+        client, id_token_hint=attacker_tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI, state="s"
+    )
+    assert_asked_and_nothing_ended(response, client, rp_client, tokens)
+    assert logout_events(app) == []  # no session ended, so no back-channel logout sent either
+    # The attacker's own session, in the attacker's browser, is not touched either.
+    assert refresh_status(client, rp_client, attacker_tokens["refresh_token"]) == 200
+
+
+def test_an_id_token_of_an_earlier_login_asks_before_ending_this_one(app, client, browser, user, rp_client, tokens):
+    """The user's own ID token, but of a login that has ended since: this login is not the one it names."""
+    logout(client, id_token_hint=tokens["id_token"])
+    newer = sign_in(browser, rp_client, user)
+    response = logout(client, id_token_hint=tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI)
+    assert_asked_and_nothing_ended(response, client, rp_client, newer)
+    # Confirming ends it and returns to the registered address.
+    confirmed = browser.submit(response, {"confirm": "yes"}, action_contains="/logout")
+    assert confirmed.status_code == 302 and confirmed.location == POST_LOGOUT_URI
+    assert not is_logged_in(client)
+
+
+def test_a_hint_never_ends_a_login_of_another_browser(app, rp_client, tokens, client):
+    """A browser with no login of its own, sent to /logout with the victim's ID token, ends nothing."""
+    elsewhere = app.test_client()
+    response = logout(elsewhere, id_token_hint=tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI)
+    # Nothing to end in that browser; the registered return is harmless and still honoured.
+    assert response.status_code == 302 and response.location == POST_LOGOUT_URI
+    assert is_logged_in(client)
+    assert refresh_status(client, rp_client, tokens["refresh_token"]) == 200
 
 
 # -- without a hint: the user confirms ---------------------------------------------------------------------

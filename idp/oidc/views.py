@@ -154,6 +154,9 @@ def end_session() -> Response:
             return render_template("logged_out.html", return_refused=bool(wanted_return))
         keep = ("client_id", "post_logout_redirect_uri", "state", "ui_locales")
         params = {name: data[name] for name in keep if data.get(name)}
+        if end_request.client is not None:
+            # Named by a hint this form does not carry on: the confirmed request still knows the client.
+            params["client_id"] = end_request.client.client_id
         return render_template("logout_confirm.html", form=LogoutForm(), client=end_request.client, params=params)
     if wanted_return and end_request.redirect_uri is None and not confirming:
         # RP-Initiated Logout section 3: never redirect to an unregistered address; say so, change nothing.

@@ -94,18 +94,12 @@ def end_other_sessions(user: User, keep: UserSession | None, reason: str) -> lis
     return ended
 
 
-def log_out(*, hinted_session_id: str | None = None, reason: str) -> list[str]:
-    """End this browser's login and the session a relying party named; revoke the grants made under them.
-
-    Returns the ids of the sessions ended.
-    """
+def log_out(*, reason: str) -> list[str]:
+    """End this browser's login and revoke the grants made under it. Returns the ids of the sessions ended."""
     ended = []
     idle = current_provider().config.session.idle_timeout
-    targets = {s for s in (hinted_session_id, session.get("sid")) if s}
-    for session_id in targets:
-        login = session_store.get_live_session(session_id, idle)
-        if login is None:
-            continue
+    login = session_store.get_live_session(session.get("sid"), idle) if session.get("sid") else None
+    if login is not None:
         session_store.end_session(login)
         grant_store.revoke_session_grants(login.id, reason)
         audit.record("logout", user_id=login.user_id, session_id=login.id, reason=reason)
