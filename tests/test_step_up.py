@@ -299,7 +299,29 @@ def test_sms_login_alone_is_loa1(app, user, rp_client):
 
 
 @pytest.mark.slow
-def test_max_age_elapsed_needs_the_password_and_a_second_factor_again(app_with):
+def test_max_age_elapsed_asks_again_for_what_the_requested_level_needs_only(app, user, rp_client):
+    """OpenID Connect Core 3.1.2.1: after max_age the user authenticates again; the new login is one factor when the
+    relying party asks for no more, even if the session it replaces had two. No text message is sent."""
+    browser = english_browser(app)
+    page, params, verifier = start(browser, rp_client, acr_values=LOA2)
+    first = finish(
+        browser, browser.second_factor_by_sms(browser.login(page, user), app, user.mobile), rp_client, params, verifier
+    )
+    assert first["acr"] == LOA2
+    texts_before = len(sms_outbox(app))
+
+    time.sleep(1.1)
+    page, params, verifier = start(browser, rp_client, max_age="1")
+    assert page.status_code == 200 and b'name="password"' in page.data  # the password, even with a loa:2 session
+    second = finish(browser, browser.login(page, user), rp_client, params, verifier)
+    assert second["auth_time"] > first["auth_time"]
+    assert second["acr"] == LOA1 and second["amr"] == ["pwd"]
+    assert second["sub"] == first["sub"]
+    assert len(sms_outbox(app)) == texts_before
+
+
+@pytest.mark.slow
+def test_max_age_elapsed_with_loa2_asks_for_the_password_and_a_second_factor_again(app_with):
     app = app_with(otp={"resend_interval": 1})  # a second step-up code soon after the first
     user, rp_client = create_test_user(app), create_test_client(app)
     browser = english_browser(app)
@@ -307,24 +329,19 @@ def test_max_age_elapsed_needs_the_password_and_a_second_factor_again(app_with):
     first = finish(
         browser, browser.second_factor_by_sms(browser.login(page, user), app, user.mobile), rp_client, params, verifier
     )
-    assert first["acr"] == LOA2
-
     time.sleep(1.1)
-    page, params, verifier = start(browser, rp_client, max_age="1")
-    assert page.status_code == 200 and b'name="password"' in page.data  # the password, even with a loa:2 session
+    page, params, verifier = start(browser, rp_client, max_age="1", acr_values=LOA2)
     page = browser.login(page, user)
-    assert is_second_factor_page(page)  # and a second factor again
+    assert is_second_factor_page(page)  # the new login has one factor; loa:2 needs two
     skipped = browser.get(f"/authorize/resume?tx={query_of(page.request.url)['tx']}")
     assert skipped.status_code != 302 or not skipped.location.startswith(rp_client.redirect_uri)
-    page = browser.second_factor_by_sms(page, app, user.mobile)
-    second = finish(browser, page, rp_client, params, verifier)
+    second = finish(browser, browser.second_factor_by_sms(page, app, user.mobile), rp_client, params, verifier)
     assert second["auth_time"] > first["auth_time"]
     assert second["acr"] == LOA2 and second["amr"] == ["pwd", "sms"]
-    assert second["sub"] == first["sub"]
 
 
 @pytest.mark.slow
-def test_max_age_elapsed_after_an_sms_login_needs_the_password_and_a_second_factor(app, user, rp_client):
+def test_max_age_elapsed_after_an_sms_login_asks_for_one_factor(app, user, rp_client):
     browser = english_browser(app)
     sms_login(browser, app, user)
     page, params, verifier = start(browser, rp_client)
@@ -333,11 +350,9 @@ def test_max_age_elapsed_after_an_sms_login_needs_the_password_and_a_second_fact
     time.sleep(1.1)
     page, params, verifier = start(browser, rp_client, max_age="1")
     assert page.status_code == 200 and b'name="password"' in page.data
-    page = browser.login(page, user)
-    assert is_second_factor_page(page)
-    second = finish(browser, browser.second_factor_by_sms(page, app, user.mobile), rp_client, params, verifier)
+    second = finish(browser, browser.login(page, user), rp_client, params, verifier)
     assert second["auth_time"] > first["auth_time"]
-    assert second["acr"] == LOA2 and second["amr"] == ["pwd", "sms"]
+    assert second["acr"] == LOA1 and second["amr"] == ["pwd"]
 
 
 @pytest.mark.parametrize("first_login", ["password", "sms"])

@@ -1,5 +1,5 @@
-"""The second factor (step-up): when a relying party asks for ``urn:hoviyat:loa:2``, or asks again after
-``max_age``, the logged-in user proves one more factor. Something known (the password) and something held
+"""The second factor (step-up): when a relying party asks for ``urn:hoviyat:loa:2`` and the session has one
+factor, the logged-in user proves one more. Something known (the password) and something held
 (an SMS code to the account's mobile, an authenticator-app code or a recovery code) together make loa:2.
 
 Offered: the password when the session lacks it (after an SMS login); otherwise the authenticator app when

@@ -7,9 +7,9 @@ A request goes through named checks in order:
 2. :func:`check_request_parameters`: what we do not support, and values of the wrong shape;
 3. Authlib's validation: ``response_type``, scopes, PKCE (``S256`` required), ``nonce``;
 4. :func:`required_acr`: the assurance level asked for (an essential one we cannot meet is an error);
-5. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``;
-   after ``max_age`` the new login must also end with a second factor (step-up);
-6. a second factor when ``urn:hoviyat:loa:2`` is asked for and the session has one factor;
+5. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``:
+   the user logs in again, with the factors the requested level needs (Core 3.1.2.1);
+6. a second factor (step-up) only when the requested level is higher than the session's;
 7. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
 8. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
 
@@ -302,11 +302,8 @@ def proceed(
         if reason is not None:
             if "none" in prompts:
                 raise LoginRequiredError()
-            # Asking again after max_age is a step-up: the new login must end with a second factor.
-            return _interact("auth.login", params, pending, reauthenticate=reason == "max_age")
+            return _interact("auth.login", params, pending)
         assert login is not None
-        if pending is not None and pending.extra.get("reauthenticate"):
-            acr = ACR_TWO_FACTORS
         if acr == ACR_TWO_FACTORS and login.acr != ACR_TWO_FACTORS:
             if "none" in prompts:
                 raise LoginRequiredError("A second factor is needed.")
@@ -327,9 +324,7 @@ def proceed(
     return server.create_authorization_response(request=request, grant_user=authorization, grant=grant)
 
 
-def _interact(
-    endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None, reauthenticate: bool = False
-) -> Response:
+def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None) -> Response:
     if pending is None:
         pending = PendingAuthorization(
             id=new_token(24),
@@ -337,10 +332,6 @@ def _interact(
             started_at=clock.timestamp(),
             binding=browser_binding(),
         )
-        pending.extra["reauthenticate"] = reauthenticate
-        pending.save()
-    elif reauthenticate and not pending.extra.get("reauthenticate"):
-        pending.extra["reauthenticate"] = True
         pending.save()
     return redirect(url_for(endpoint, tx=pending.id))
 
