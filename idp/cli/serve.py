@@ -1,105 +1,71 @@
-"""``idp serve``: run the provider under gunicorn."""
+"""``idp serve``: run the provider under granian (WSGI), one app per worker process.
+
+Granian is embedded through its public API (``granian.Granian``) rather than run as a separate command, so that
+``idp serve`` keeps its checks before serving, its hooks around it and its own log format in one process. Its
+workers are started with multiprocessing's ``spawn`` method: each is a fresh interpreter that reads the
+environment set here (prometheus_client's multiprocess folder, glibc's malloc tunables) as it starts, before any
+module is imported, and builds its own app (nothing is shared across a fork: no database connection, no thread).
+"""
 
 from __future__ import annotations
 
+import atexit
 import gc
+import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Any
 
 import click
+from flask import Flask
 from flask.cli import with_appcontext
-from gunicorn.app.base import BaseApplication
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import generated_secrets
-from ..oidc import paths
-from ..ops.asgi_bridge import WsgiOnAsgi
-from ..ops.process_id import current_process_id
 from ..provider import current_provider
 from ..store.schema import schema_is_current
 
-#: Requests answered on the worker's event loop itself, not through its threads: they wait on nothing but our own
-#: database for a moment (published documents, liveness), and the hop to a thread would cost more than they do.
-INLINE_PATHS = (paths.DISCOVERY, paths.JWKS, "/healthz")
+#: The factory granian calls in each worker.
+WORKER_APP = "idp.cli.serve:worker_app"
+
+#: Argon2's 19 MiB block (idp.passwords) must stay in the worker's heap between password checks: glibc maps a
+#: block that big on its own and unmaps it when freed, and every login then had the kernel fault in and zero
+#: ~4,900 pages afresh. With both thresholds above the block (32 MiB is glibc's largest mmap threshold on 64-bit
+#: systems), it comes from the heap of the one thread that runs Argon2 and stays there.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=33554432"
+
+#: Connections waiting to be accepted, per worker (on Linux each worker listens on a socket of its own).
+BACKLOG = 2048
+#: Connections a worker serves at once, kept-alive ones included; more wait in the backlog.
+CONNECTIONS_PER_WORKER = 1000
+#: Seconds a client has to send a request's headers, and an idle kept-alive connection waits for the next request.
+HEADER_READ_TIMEOUT = 5
+#: Seconds a stopping worker has to finish the requests in flight before it is killed.
+GRACEFUL_TIMEOUT = 20
+#: The most a request line and headers may take: a request beyond it is refused (431) before the app sees it.
+HEADER_BUFFER = 8 * 1024
 
 
-class ProviderApplication(BaseApplication):
-    """Gunicorn running our app factory in each worker (nothing shared across a fork but the config)."""
-
-    def __init__(self, options: dict[str, Any], threads: int) -> None:
-        self.options = options
-        self.threads = threads
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            if key in self.cfg.settings:  # control_socket_disable exists from gunicorn 24 on
-                self.cfg.set(key, value)
-
-    def load(self) -> WsgiOnAsgi:
-        from .. import create_app
-
-        app = create_app()
-        return WsgiOnAsgi(
-            app, threads=self.threads, max_body=app.config["MAX_CONTENT_LENGTH"], inline_paths=INLINE_PATHS
-        )
-
-
-def keep_the_password_block_mapped() -> None:
-    """Let Argon2's 19 MiB block stay in the worker's memory between password checks.
-
-    glibc maps a block that big on its own and unmaps it when freed (the earlier setting here made sure of that, to
-    keep the worker small): every login then had the kernel fault in and zero its ~4,900 pages afresh, a fifth of
-    the worker's CPU time in the whole code flow (perf, this machine). With the mmap and trim thresholds above the
-    block, it comes from the heap of the one thread that runs Argon2 (idp.passwords) and stays there: 19 MiB more
-    per worker, for good, and nothing per request thread, since they never allocate blocks of that size."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    above_the_block = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit systems
-    libc.mallopt(m_mmap_threshold, above_the_block)
-    libc.mallopt(m_trim_threshold, above_the_block)
-
-
-def _post_fork(server: Any, worker: Any) -> None:
-    from ..ops import logs
-
-    keep_the_password_block_mapped()
-
-    settings = server.app.observability
-    logs.configure(settings.log_format, settings.log_level)
-
-
-def _post_worker_init(worker: Any) -> None:
-    # The app the worker just built (routes, templates, translations, table metadata: ~150,000 objects) lives as
-    # long as the worker. Frozen, the collector stops scanning it on each full collection, a pause of ~100 ms
-    # that otherwise lands on whichever request is running (measured: one per ~1,000 refreshes).
-    gc.collect()
-    gc.freeze()
-
-
-def _child_exit(server: Any, worker: Any) -> None:
-    # A dead worker's gauges must not be added up any more (counters and histograms are kept).
+def worker_app() -> Flask:
+    """The app of one worker: granian calls this in each worker process, once, before serving from it."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    from .. import create_app
+    from ..ops import logs
 
-
-def _metrics_across_workers() -> str:
-    """Switch prometheus_client to multiprocess mode before any worker exists: every metric is labelled, so its
-    values are made at first use, in the worker, and then live in files that a scrape of any worker adds up."""
-    from prometheus_client import values
-
-    folder = tempfile.mkdtemp(prefix="hoviyat-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-    values.ValueClass = values.MultiProcessValue(process_identifier=current_process_id)
-    return folder
+    app = create_app()
+    settings = app.extensions["idp"].config.observability
+    logs.configure(settings.log_format, settings.log_level)
+    # A worker that exits cleanly drops its live gauges from the sums (its counters and histograms stay counted).
+    atexit.register(multiprocess.mark_process_dead, os.getpid())
+    # The app just built (routes, templates, translations, table metadata) lives as long as the worker. Frozen,
+    # the collector stops scanning it on each full collection, a pause that would land on a request.
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def default_workers() -> int:
@@ -120,23 +86,15 @@ def ensure_signing_keys() -> list[str]:
     return made
 
 
-@click.command(help="Run the provider with gunicorn.")
-@click.option("--host", help="Address to listen on (default: server.host).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: server.port).")
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 256),
-    help="Worker processes (default: the number of cores this process may run on; 1 with the in-process store).",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(1, 64),
-    default=4,
-    show_default=True,
-    help="Threads per worker: while one waits for PostgreSQL, Redis or an SMS gateway, another serves.",
-)
-@with_appcontext
-def serve(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
+def _logging_through_ours() -> dict:
+    """Granian's logging set-up, changed so that its own lines go to the root logger, which idp.ops.logs writes
+    in the configured format (JSON or text). Its access log stays off: the app writes its own (no query string)."""
+    return {"loggers": {"_granian": {"handlers": [], "propagate": True}}}
+
+
+def _check_before_serving(workers: int | None) -> int:
+    """What must hold before serving (the number of workers, the database, Redis, the secrets, the signing keys);
+    returns the number of workers."""
     provider = current_provider()
     if workers is None:
         workers = default_workers() if provider.store.shared_between_processes else 1
@@ -165,55 +123,67 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
         )
     for kid in ensure_signing_keys():
         click.echo(f"generated signing key {kid}")
-    bind = f"{host or provider.config.server.host}:{port or provider.config.server.port}"
-    click.echo(f"Hoviyat at {provider.issuer} (listening on {bind}, {workers} worker(s) of {threads} thread(s))")
-    metrics_folder = _metrics_across_workers()
+    return workers
+
+
+@click.command(help="Run the provider with granian.")
+@click.option("--host", help="Address to listen on (default: server.host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: server.port).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Worker processes (default: the number of cores this process may run on; 1 with the in-process store).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Threads per worker: while one waits for PostgreSQL, Redis or an SMS gateway, another serves.",
+)
+@with_appcontext
+def serve(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
+    provider = current_provider()
+    workers = _check_before_serving(workers)
+    host = host or provider.config.server.host
+    port = port or provider.config.server.port
+    click.echo(f"Hoviyat at {provider.issuer} (listening on {host}:{port}, {workers} worker(s) of {threads} thread(s))")
     settings = provider.config.observability
-    application = ProviderApplication(
-        {
-            "bind": bind,
-            "workers": workers,
-            # gunicorn's asyncio worker reads requests and writes answers on its event loop; our WSGI app runs
-            # in a pool of `threads` threads beside it (idp.ops.asgi_bridge says why not the gthread worker).
-            "worker_class": "asgi",
-            "asgi_lifespan": "on",
-            "asgi_loop": "auto",  # uvloop where it is installed (a dependency except on Windows)
-            # Not gunicorn_h1c's C parser (gunicorn[fast]), though 2-4 % cheaper a request: with 0.6.10, a request of
-            # more than about 64 KiB in all (headers and body, so one within our 64 KiB body limit too) sent on a
-            # kept-alive connection right after an answer is dropped without an answer, about one time in five here
-            # (it seems to be the cap on what that parser holds after a finished message). A test sends such requests.
-            "http_parser": "python",
-            # Our own access line (JSON, request id, no query string) replaces gunicorn's.
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": settings.log_level.lower(),
-            # X-Forwarded-* are applied by idp.ops.proxy, from server.trusted_proxies only.
-            "forwarded_allow_ips": "127.0.0.1",
-            "secure_scheme_headers": {},
-            "keepalive": 5,
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "post_fork": _post_fork,
-            "post_worker_init": _post_worker_init,
-            "child_exit": _child_exit,
-            # gunicorn's control socket lives in one place per user; several instances on a machine would collide.
-            "control_socket_disable": True,
-        },
-        threads=threads,
+    # The workers' environment: read by prometheus_client when a worker imports it, and by glibc when it starts.
+    metrics_folder = tempfile.mkdtemp(prefix="hoviyat-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_folder
+    os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), MALLOC_TUNABLES]))
+    multiprocessing.set_start_method("spawn", force=True)
+    server = Granian(
+        WORKER_APP,
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        workers=workers,
+        blocking_threads=threads,
+        backlog=BACKLOG,
+        backpressure=CONNECTIONS_PER_WORKER,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEADER_READ_TIMEOUT * 1000, keep_alive=True, max_buffer_size=HEADER_BUFFER
+        ),
+        log_level=settings.log_level.lower(),
+        log_dictconfig=_logging_through_ours(),
+        log_access=False,
+        # Like gunicorn before it: a worker that dies is replaced; one that will not stop is killed.
+        respawn_failed_workers=True,
+        workers_kill_timeout=GRACEFUL_TIMEOUT,
     )
-    application.observability = settings
+    server.on_shutdown(lambda: shutil.rmtree(metrics_folder, ignore_errors=True))
+    from ..extensions import db
     from ..ops import logs
 
     logs.configure(settings.log_format, settings.log_level)
-    # Workers are forked inside run(), and one that exits unwinds through this function too: nothing below may
-    # act in a worker. They must not share the master's database connection either.
-    from ..extensions import db
-
+    # Nothing of this process's app is used from here on: its database connections are closed.
     db.session.remove()
     db.engine.dispose()
-    master = os.getpid()
     try:
-        application.run()
+        server.serve()
     finally:
-        if os.getpid() == master:
-            shutil.rmtree(metrics_folder, ignore_errors=True)
+        shutil.rmtree(metrics_folder, ignore_errors=True)
