@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from idp.cli.serve import MALLOC_TUNABLES
+
 from .conftest import free_port
 from .instances_support import deployment
 
@@ -60,6 +62,15 @@ class Served:
                     return
             assert time.monotonic() < deadline, self.log_text()[-3000:]
             time.sleep(0.1)
+
+    def worker_environments(self) -> list[dict[str, str]]:
+        """The environment each worker process started with (the server's: they are forked from it)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        environments = []
+        for pid in children:
+            items = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace").split("\0")
+            environments.append(dict(item.split("=", 1) for item in items if "=" in item))
+        return environments
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -331,8 +342,21 @@ def test_every_request_is_one_json_access_line_and_the_server_s_own_lines_are_js
         assert (entry["method"], entry["path"], entry["status"]) == request_ids[entry["request_id"]]
         assert isinstance(entry["duration_ms"], float)
     assert not any("secret=1" in json.dumps(entry) for entry in entries)  # never the query string
-    server_lines = [entry for entry in entries if not entry["logger"].startswith(("idp", "werkzeug", "alembic"))]
-    assert server_lines, "the HTTP server's own lines (start, workers) are in the log, as JSON"
+    # The server's own lines, the master's and a forked worker's.
+    messages = [entry["message"] for entry in entries if entry["logger"] == "gunicorn.error"]
+    assert any(message.startswith("Listening at: ") for message in messages), messages
+    assert any(message.startswith("Booting worker with pid: ") for message in messages), messages
+
+
+def test_the_workers_get_glibc_s_malloc_tunables_and_a_metrics_folder_of_their_own(served: Served):
+    """What `idp serve` puts in its server's environment reaches the workers: glibc's tunables that keep Argon2's
+    block mapped (tests/test_passwords.py shows what they do) and prometheus_client's multiprocess folder."""
+    [environment] = served.worker_environments()
+    # glibc (2.36) cuts the copy that /proc shows after the first tunable it parsed; the process has them all.
+    assert environment["GLIBC_TUNABLES"] and MALLOC_TUNABLES.startswith(environment["GLIBC_TUNABLES"])
+    folder = Path(environment["PROMETHEUS_MULTIPROC_DIR"])
+    requests.get(served.url + "/healthz", timeout=5)
+    assert list(folder.glob("counter_*.db")), "the worker writes its counters there"
 
 
 def _send_the_head_and_half_the_body(address: str, body: bytes) -> socket.socket:
@@ -371,12 +395,19 @@ def _a_new_connection(address: str) -> str:
 def test_sigterm_finishes_the_requests_in_flight_refuses_new_connections_and_exits_0(backend, tmp_path):
     body = b"grant_type=client_credentials&scope=openid"
     with serving(backend, tmp_path) as served:
+        metrics_folder = Path(served.worker_environments()[0]["PROMETHEUS_MULTIPROC_DIR"])
+        assert metrics_folder.is_dir()
         in_flight = [_send_the_head_and_half_the_body(served.address, body) for _ in range(3)]
         time.sleep(0.5)  # the server has read the heads and is waiting for the bodies
         served.process.send_signal(signal.SIGTERM)
-        time.sleep(1.5)
         try:
-            assert _a_new_connection(served.address) in ("refused", "closed without an answer")
+            # Within a moment, not after the requests in flight: until the server has seen the signal, a new
+            # connection may still be served, or reset if it was waiting to be accepted.
+            deadline = time.monotonic() + 10
+            while (outcome := _a_new_connection(served.address)) != "refused":
+                assert outcome in ("answered", "closed without an answer"), outcome
+                assert time.monotonic() < deadline, outcome
+                time.sleep(0.2)
             answers = []
 
             def finish(connection: socket.socket) -> None:
@@ -394,6 +425,7 @@ def test_sigterm_finishes_the_requests_in_flight_refuses_new_connections_and_exi
                 assert re.match(rb"HTTP/1\.1 401 ", answer), answer[:300]
                 assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "invalid_client"
             assert served.process.wait(timeout=30) == 0, served.log_text()[-3000:]
+            assert not metrics_folder.exists()  # nothing left behind
         finally:
             for connection in in_flight:
                 connection.close()
