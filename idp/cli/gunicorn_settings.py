@@ -68,7 +68,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:  # idp serve's own, made for this run
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class ProviderWorker(ThreadWorker):

@@ -90,9 +90,11 @@ def _check_before_serving(workers: int | None) -> int:
 
 def server_environment(metrics_folder: str) -> dict[str, str]:
     """The server's environment: this one, with prometheus_client's multiprocess folder (each worker writes its
-    figures there and a scrape of any worker adds them up) and glibc's malloc tunables."""
-    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), MALLOC_TUNABLES]))
-    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_folder, "GLIBC_TUNABLES": tunables}
+    figures there and a scrape of any worker adds them up) and glibc's malloc tunables, unless already set."""
+    tunables = [tunable for tunable in os.environ.get("GLIBC_TUNABLES", "").split(":") if tunable]
+    named = {tunable.split("=", 1)[0] for tunable in tunables}
+    tunables += [tunable for tunable in MALLOC_TUNABLES.split(":") if tunable.split("=", 1)[0] not in named]
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_folder, "GLIBC_TUNABLES": ":".join(tunables)}
 
 
 @click.command(help="Run the provider with gunicorn.")
@@ -119,7 +121,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
     # A folder of this server's own: prometheus_client's documentation asks for one emptied between runs.
     metrics_folder = tempfile.mkdtemp(prefix="hoviyat-metrics-")
     command = [
-        sys.executable, "-P", "-m", "gunicorn", "--config", f"python:{GUNICORN_SETTINGS}", "--bind", bind,
+        sys.executable, "-m", "gunicorn", "--config", f"python:{GUNICORN_SETTINGS}", "--bind", bind,
         "--workers", str(workers), "--threads", str(threads),
         "--log-level", provider.config.observability.log_level.lower(),
     ]  # fmt: skip
