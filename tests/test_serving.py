@@ -298,7 +298,7 @@ def test_a_chunked_body_is_held_to_the_same_limit_as_a_declared_one(served: Serv
 @pytest.mark.parametrize(("body_size", "status"), [(65_536, 401), (65_537, 413), (70_000, 413)])
 def test_a_request_of_64_kib_right_after_an_answer_on_a_kept_alive_connection_is_answered(served, body_size, status):
     """Just within the body limit it is served (401 here: no client), just over it refused with 413; never dropped
-    (a server whose parser kept too little after a finished message once dropped about one in five)."""
+    (a parser that keeps too little after a finished message drops some)."""
     body = b"grant_type=client_credentials&x=" + b"x" * (body_size - 32)
     for _ in range(20):
         with contextlib.closing(http.client.HTTPConnection(served.address, timeout=5)) as connection:

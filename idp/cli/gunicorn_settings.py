@@ -17,8 +17,8 @@ wsgi_app = "idp.cli.gunicorn_settings:served_app()"
 # gunicorn's thread worker (its own HTTP/1.1 parser, strict: the request smuggling shapes are refused; the app in
 # `threads` threads; kept-alive connections waiting in a poller rather than in a thread), see ProviderWorker.
 worker_class = "idp.cli.gunicorn_settings.ProviderWorker"
-# The parser in Python, not gunicorn_h1c's C one (gunicorn[fast]): that one (0.6.10) dropped about one in five
-# requests of more than 64 KiB sent on a kept-alive connection right after an answer (tests/test_serving.py).
+# The parser in Python, not gunicorn_h1c's C one (gunicorn[fast]): that one dropped some requests of more than
+# 64 KiB sent on a kept-alive connection right after an answer (tests/test_serving.py sends such requests).
 http_parser = "python"
 # Seconds an idle kept-alive connection waits for its next request.
 keepalive = 5
