@@ -458,8 +458,8 @@ class Bench:
         if self.have_wrk:
             floor = measure_floor(self.duration, self.warmup, WRK_CONNECTIONS)
             line = (
-                f"{backend}: serving floor just before (gunicorn's asyncio worker as `idp serve` runs it, the app in "
-                f"4 threads, a fixed 2.5 KB answer and nothing else; bench/floor.py): {floor.rate:,.0f} req/s, "
+                f"{backend}: serving floor just before (gunicorn's gthread worker as `idp serve` runs it, 4 threads, "
+                f"a fixed 2.5 KB answer and nothing else; bench/floor.py): {floor.rate:,.0f} req/s, "
                 f"p50 {ms(floor.p50)} ms, "
                 f"p99 {ms(floor.p99)} ms"
             )

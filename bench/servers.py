@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -204,7 +205,7 @@ class Hoviyat:
         assert self.process is not None
         kids = children(self.process.pid)
         if not kids:
-            raise RuntimeError("no gunicorn worker found")
+            raise RuntimeError("no worker found: `idp serve` (gunicorn) has no child process")
         return kids[0]
 
     def stop(self) -> None:
@@ -221,12 +222,10 @@ class Hoviyat:
         path = self.dir / "serve.log"
         if not path.exists():
             return 0
-        count = 0
+        # The app's access lines (idp.ops.logs, text format): "... idp.access [request id] METHOD PATH STATUS ...".
+        answered_5xx = re.compile(rb" idp\.access \[[^\]]*\] \S+ \S+ 5\d\d\b")
         with path.open("rb") as handle:
-            for line in handle:
-                if b'" 50' in line and b"HTTP/1.1" in line:
-                    count += 1
-        return count
+            return sum(1 for line in handle if answered_5xx.search(line))
 
     def session_bytes(self) -> tuple[int, float] | None:
         """(logged-in browser sessions, mean MEMORY USAGE in bytes) under our Redis prefix."""

@@ -514,3 +514,31 @@ def test_a_forked_worker_does_not_write_its_parent_s_pending_lines_again():
     assert os.WEXITSTATUS(status) == 0
     handler.flush()
     assert [line["message"] for line in _wait_for_lines(stream, 1)] == ["pending in the parent at the fork"]
+
+
+def test_a_forked_worker_writes_the_lines_it_logs_itself():
+    """gunicorn's workers are forked from a master whose handler is set up: each writes its own lines (from a
+    writer thread of its own, without waiting for its exit)."""
+    import os
+    import time
+
+    from idp.ops.logs import BatchedStreamHandler, JSONFormatter
+
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    handler = BatchedStreamHandler(stream, interval=0.05)
+    handler.setFormatter(JSONFormatter())
+    logger = logging.getLogger(f"idp.test-forked-{id(handler)}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        logger.info("logged in the child")
+        time.sleep(1)
+        os._exit(0)  # no flush at exit: only the writer thread can have written the line
+    os.waitpid(child, 0)
+    stream.close()
+    with os.fdopen(read_end) as pipe:
+        lines = pipe.read().splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["logged in the child"]

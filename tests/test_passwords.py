@@ -84,14 +84,8 @@ def test_all_argon2_work_of_a_process_runs_on_one_thread(monkeypatch):
 
 
 _CHILD = """
-import os, resource, sys
-from idp.cli.serve import keep_the_password_block_mapped
+import os, resource
 from idp.passwords import hash_password, verify_password
-if sys.argv[1] == "keep":
-    keep_the_password_block_mapped()
-else:  # the block unmapped after each check (the earlier setting), to show the count sees the faults
-    import ctypes
-    ctypes.CDLL("libc.so.6").mallopt(-3, 1024 * 1024)
 stored = hash_password("a password")
 verify_password(stored, "a password")
 pid = os.fork()  # as gunicorn starts a worker: the child must check passwords on a thread of its own
@@ -107,18 +101,24 @@ os.waitpid(pid, 0)
 
 
 def test_a_worker_keeps_the_argon2_block_mapped_between_checks():
-    """Unmapped after each check, the block's ~4,900 pages were faulted in afresh for every login (a fifth of the
-    worker's time in the code flow). Counted in a forked child, as in a gunicorn worker: page faults, not time."""
+    """Unmapped after each check, the block's ~4,900 pages were faulted in afresh for every login. `idp serve`
+    gives its server glibc's malloc tunables (idp.cli.serve.server_environment); counted in a forked child, as in
+    a gunicorn worker: page faults, not time."""
+    import os
     import platform
     import subprocess
     import sys
 
+    from idp.cli.serve import server_environment
+
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("the setting is glibc's")
+    served = server_environment("unused")["GLIBC_TUNABLES"]
     runs = {}
-    for mode in ("keep", "unmapped"):
-        command = [sys.executable, "-c", _CHILD, mode]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)  # noqa: S603 - our own child
+    for mode, tunables in (("keep", served), ("unmapped", "glibc.malloc.mmap_threshold=1048576")):
+        env = {**os.environ, "GLIBC_TUNABLES": tunables}
+        command = [sys.executable, "-c", _CHILD]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)  # noqa: S603 - our child
         assert done.returncode == 0, done.stderr
         ok, faults = done.stdout.split()
         assert ok == "True"

@@ -12,17 +12,16 @@ import atexit
 import collections
 import json
 import logging
+import os
 import random
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+import weakref
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
-
-from .process_id import current_process_id
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 access_log = logging.getLogger("idp.access")
@@ -91,18 +90,6 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-class _RecordWithProcessId:
-    """A log record factory that fills in the process id from memory (idp.ops.process_id)."""
-
-    def __init__(self, make_record: Callable[..., logging.LogRecord]) -> None:
-        self.make_record = make_record
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = self.make_record(*args, **kwargs)
-        record.process = current_process_id()
-        return record
-
-
 class BatchedStreamHandler(logging.Handler):
     """Writes log records to a stream from a thread of its own, a batch at a time.
 
@@ -118,11 +105,14 @@ class BatchedStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self.interval = interval
+        self._start_writing()
+        _batched_handlers.add(self)
+        atexit.register(self.flush)
+
+    def _start_writing(self) -> None:
         self._pending: collections.deque[logging.LogRecord] = collections.deque()
         self._wake = threading.Event()
-        self._owner = current_process_id()
         threading.Thread(target=self._write_batches, name="log-writer", daemon=True).start()
-        atexit.register(self.flush)
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
@@ -144,8 +134,6 @@ class BatchedStreamHandler(logging.Handler):
             self.flush()
 
     def flush(self) -> None:
-        if current_process_id() != self._owner:
-            return  # a forked child's copy of its parent's records: the parent writes them
         with self.lock:  # the writer thread, or the exit
             lines = []
             while self._pending:
@@ -162,21 +150,30 @@ class BatchedStreamHandler(logging.Handler):
                     pass
 
 
+_batched_handlers: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
+
+
+def _write_on_in_a_forked_child() -> None:
+    # A forked worker keeps its parent's handlers but not their writer threads: each gets a thread of its own, and
+    # forgets the parent's pending records, which the parent writes.
+    for handler in list(_batched_handlers):
+        handler._start_writing()
+
+
+os.register_at_fork(after_in_child=_write_on_in_a_forked_child)
+
+
 def configure(log_format: str, level: str) -> None:
     """Send every log record to standard error in ``log_format`` (used by ``idp serve``; tests keep pytest's)."""
     handler = BatchedStreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
-    # A line per request: skip what none of our formats prints (the caller's frame and thread), as the logging
-    # HOWTO's "Optimization" section suggests; the stack walk alone was a tenth of an access line's cost. The
-    # process id is printed by gunicorn's own lines ("[%(process)d]"), so it is given from memory instead of a
-    # getpid system call per record.
+    # A line per request: skip what none of our formats prints (the caller's frame, thread and process), as the
+    # logging HOWTO's "Optimization" section suggests.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if not isinstance(logging.getLogRecordFactory(), _RecordWithProcessId):
-        logging.setLogRecordFactory(_RecordWithProcessId(logging.getLogRecordFactory()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
