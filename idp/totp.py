@@ -19,15 +19,12 @@ import pyotp
 import qrcode
 import qrcode.image.svg
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import clock
 from .extensions import db
-from .provider import current_provider
-from .security import keyed_hash
+from .security import keyed_hash, sealing_key
 from .store.models import RecoveryCode, User
 
 ISSUER_NAME = "Hoviyat"
@@ -35,9 +32,7 @@ RECOVERY_CODE_COUNT = 10
 
 
 def _fernet() -> Fernet:
-    secret = current_provider().config.server.secret_key.encode()
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"hoviyat totp seeds").derive(secret)
-    return Fernet(base64.urlsafe_b64encode(key))
+    return sealing_key("hoviyat totp seeds")
 
 
 def new_secret() -> str:
