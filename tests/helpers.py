@@ -27,6 +27,7 @@ from idp.security import sha256_hex
 from idp.store import commit
 from idp.store.clients import Registration, create_client
 from idp.store.users import create_user
+from idp.web.captcha import drawable_answer
 
 DEFAULT_PASSWORD = "correct horse battery"
 REDIRECT_URI = "https://rp.example/callback"
@@ -262,13 +263,17 @@ def browser_session(app: Flask, client_or_browser: FlaskClient | Browser) -> dic
 
 
 def captcha_answer(app: Flask, client_or_browser: FlaskClient | Browser) -> str:
-    """The answer to the CAPTCHA last drawn for this browser (or test client), read from its server-side session."""
+    """The answer to the CAPTCHA last drawn for this browser (or test client), as its picture shows it: the
+    challenge its server-side session names, unsealed as the picture is drawn."""
     cookie_name = app.extensions["idp"].config.session.cookie_name
     cookie = _client_of(client_or_browser).get_cookie(cookie_name)
     assert cookie is not None, "the page with the CAPTCHA set a session cookie"
     data = browser_session(app, client_or_browser)
     assert "captcha" in data, "no CAPTCHA was drawn for this browser"
-    return data["captcha"]["answer"]
+    with app.app_context():
+        answer = drawable_answer(data["captcha"])
+    assert answer is not None, "the CAPTCHA of this browser was spent or has expired"
+    return answer
 
 
 def authorization_params(client: ClientInfo, challenge: str, **extra: str) -> dict[str, str]:
