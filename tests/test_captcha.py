@@ -1,9 +1,10 @@
-"""The CAPTCHA (idp/web/captcha.py): digits in a picture with a spoken alternative, the answer kept in the
-server-side session and never in the page, each challenge answerable once and for 10 minutes at most.
+"""The CAPTCHA (idp/web/captcha.py): digits in a picture with a spoken alternative, the challenge kept in the
+key-value store (never in the page, its answer never in clear) under an id the browser's session names, each
+challenge answerable once, by one request even among parallel ones, and for 10 minutes at most.
 ``captcha.enabled = false`` removes it from every form.
 
-The tests read a browser's current answer from its server-side session in the key-value store
-(``browser-session:<sha256 of the cookie>``), as a person would read the picture.
+The tests read a browser's current answer as its picture is drawn (tests/helpers.py ``captcha_answer``), as a
+person would read the picture.
 """
 
 from __future__ import annotations
@@ -362,3 +363,14 @@ def test_the_demo_writes_the_answer_to_the_log_only_when_asked(app_with, caplog,
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert (answer in logged and answered in logged) is demo
     assert (answer in logged or answered in logged) is demo
+
+
+def test_only_the_newest_challenge_of_a_browser_is_kept(captcha_app):
+    browser = english_browser(captcha_app)
+    page = browser.get("/login/sms")
+    first = captcha_answer(captcha_app, browser)
+    first_id = browser_session(captcha_app, browser)["captcha"]
+    browser.get("/login/sms")  # the form drawn again (a reload, another tab)
+    assert captcha_app.extensions["idp"].store.get("captcha:" + first_id) is None
+    if first != captcha_answer(captcha_app, browser):
+        assert refused_for_captcha(sms_start(browser, page, first))

@@ -96,6 +96,10 @@ def new_challenge() -> str:
         "sealed": _sealer().encrypt(answer.encode()).decode(),
         "at": clock.timestamp(),
     }
+    previous = session.get(SESSION_KEY)
+    if isinstance(previous, str):
+        # Only the newest challenge can be answered; reloading a form must not pile up records.
+        provider.store.delete(RECORD_PREFIX + previous)
     provider.store.put(RECORD_PREFIX + challenge_id, record, MAX_AGE)
     session[SESSION_KEY] = challenge_id
     if settings.demo:
