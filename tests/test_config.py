@@ -147,11 +147,6 @@ def test_loopback_http_issuers_are_allowed():
         pytest.param({"IDP_LIMITS_TOKEN_PER_IP": "5 per fortnight"}, "limits.token_per_ip", id="bad-rate-unit"),
         pytest.param({"IDP_UI_DEFAULT_LOCALE": "de"}, "ui.default_locale", id="bad-locale"),
         pytest.param({"IDP_CONFIG": "/nonexistent/hoviyat.toml"}, "IDP_CONFIG", id="missing-file"),
-        pytest.param(
-            {"IDP_SERVER_ISSUER": "https://id.example", "IDP_CAPTCHA_DEMO": "true"},
-            "captcha.demo",
-            id="captcha-demo-with-https",
-        ),
     ],
 )
 def test_bad_environment_values_name_the_key(environ, key):
@@ -186,6 +181,16 @@ def test_bad_file_values_name_the_key(tmp_path, text, key):
 def test_captcha_demo_is_off_by_default_and_allowed_on_a_loopback_issuer():
     assert load_config(environ={}).captcha.demo is False
     assert load_config(environ={"IDP_CAPTCHA_DEMO": "true"}).captcha.demo is True
+
+
+def test_captcha_demo_is_refused_with_an_https_issuer(tmp_path):
+    """It writes every answer to the log: never in production."""
+    https = '[server]\nissuer = "https://id.example"\n'
+    assert load_config(path=write(tmp_path, https + "[captcha]\ndemo = false\n"), environ={}).uses_https
+    with pytest.raises(ConfigError) as raised:
+        load_config(path=write(tmp_path, https + "[captcha]\ndemo = true\n"), environ={})
+    assert raised.value.key == "captcha.demo"
+    assert "https" in str(raised.value)
 
 
 def test_unrelated_idp_variables_are_ignored():
