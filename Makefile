@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py
 ## demo: set up the provider and demo users, register the two example sites, then serve all three
 ## (Hoviyat on 127.0.0.1:5000, the carmaker on :5001, the device registry on :5002); Ctrl-C stops them
 demo: $(STAMP)
-	$(BIN)/python -m idp.demo
+	IDP_CAPTCHA_DEMO=$${IDP_CAPTCHA_DEMO:-true} $(BIN)/python -m idp.demo
 
 ## test: lint, then the whole suite on SQLite + in-process store and on PostgreSQL + Redis when they answer,
 ## spread over the machine's cores (pytest-xdist; each worker has its own database and key prefix)

@@ -19,6 +19,7 @@ from .identity_registry import registry_from_config
 from .identity_registry.demo import ensure_demo_registry
 from .keys import KeyRing
 from .mail import mail_sender_from_config
+from .private_files import private_file, sqlite_database_file
 from .provider import Provider
 from .rate_limits import RateLimits
 from .sms import sender_from_config
@@ -66,6 +67,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         BABEL_TRANSLATION_DIRECTORIES=str(i18n.TRANSLATIONS_DIR),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    _protect_database_file(app.config["SQLALCHEMY_DATABASE_URI"])
     if config.registry.backend == "file" and not config.registry.path:
         # The embedded default: demo identities, so a fresh clone can register people (they are not real).
         ensure_demo_registry(config.var_file("", "registry.json"))
@@ -145,6 +147,18 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
 
     register_commands(app)
     return app
+
+
+def _protect_database_file(url: str) -> None:
+    """A SQLite database holds password hashes and personal data: its file is created 0600 (SQLite gives its
+    journal the same mode) and tightened if it exists looser."""
+    path = sqlite_database_file(url)
+    if path is None:
+        return
+    try:
+        private_file(path)
+    except OSError as error:
+        log.warning("database file %s cannot be made private (mode 0600): %s", path, error.strerror)
 
 
 @event.listens_for(Engine, "connect")

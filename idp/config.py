@@ -142,6 +142,7 @@ class MailConfig:
 class CaptchaConfig:
     enabled: bool = True
     length: int = 5
+    demo: bool = False
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,9 @@ def _validate_accounts(config: Config) -> None:
 
     if not 4 <= config.captcha.length <= 8:
         raise ConfigError("captcha.length", "must be between 4 and 8")
+    if config.captcha.demo and config.uses_https:
+        # The answers in the log would let anyone who reads it past every CAPTCHA: a demo on a loopback issuer only.
+        raise ConfigError("captcha.demo", "writes every CAPTCHA answer to the log; it is refused with an https issuer")
     otp = config.otp
     if not 6 <= otp.length <= 10:
         raise ConfigError("otp.length", "must be between 6 and 10 digits")

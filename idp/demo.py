@@ -171,6 +171,11 @@ def instructions(client_id: str, client_secret: str) -> str:
     )
     config = provider.config
     outbox = config.var_file(config.sms.outbox_path, "sms-outbox.jsonl")
+    captcha_note = (
+        "Each CAPTCHA's answer is also logged below as it is drawn (captcha.demo = true).\n"
+        if config.captcha.enabled and config.captcha.demo
+        else ""
+    )
     return f"""
 Hoviyat is set up.
 
@@ -198,7 +203,7 @@ Register a new account at {provider.url("/register")} as one of the demo registr
 {newcomers}
 Text messages are not sent in the demo: codes are written to {outbox}
 (`tail -f` it). The demo registry is {config.var_file(config.registry.path, "registry.json")}.
-"""
+{captcha_note}"""
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from . import clock
 from .extensions import db
+from .private_files import private_folder
 from .store.models import SigningKey
 
 ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
@@ -89,6 +90,7 @@ class KeyRing:
         """Create an active key for ``alg`` unless one exists; returns it, or None when one existed.
 
         A first key signs at once: no relying party can have cached a JWKS without it."""
+        self._protect_folder(required=False)
         self.settle()
         if self._active_row(alg) is not None or self._next_row(alg) is not None:
             return None
@@ -166,7 +168,7 @@ class KeyRing:
         read once the key exists and rounded up, so the wait is never shorter than asked)."""
         key = _new_private_key(alg)
         kid = key.thumbprint()
-        self.keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._protect_folder(required=True)
         path = self._pem_path(kid)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -183,6 +185,17 @@ class KeyRing:
             raise
         self.invalidate()
         return row
+
+    def _protect_folder(self, required: bool) -> None:
+        """Make ``keys.dir`` 0700, also when it exists with a looser mode. Only a key about to be written needs it;
+        otherwise (a folder mounted read-only, owned by another user) a warning says what to fix."""
+        try:
+            private_folder(self.keys_dir)
+        except OSError as error:
+            message = f"keys.dir {self.keys_dir} cannot be made private (mode 0700): {error.strerror}"
+            if required:
+                raise KeyManagementError(message) from None
+            log.warning(message)
 
     def _pem_path(self, kid: str) -> Path:
         return self.keys_dir / f"{kid}.pem"

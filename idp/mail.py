@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import Config
+from .private_files import open_private_for_append, tighten_if_present
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,15 @@ class MailSender(Protocol):
 
 
 class OutboxMailSender:
-    """One JSON object per line: ``{"to", "subject", "text", "code", "purpose", "at"}``."""
+    """One JSON object per line: ``{"to", "subject", "text", "code", "purpose", "at"}``, in a file only the
+    provider's user may read (it holds codes): created 0600, tightened at start-up and at each message."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        try:
+            tighten_if_present(self.path)
+        except OSError as error:
+            log.warning("mail outbox %s cannot be made private (mode 0600): %s", self.path, error.strerror)
 
     def send(self, to: str, subject: str, text: str, *, purpose: str, code: str | None = None) -> None:
         record = {
@@ -42,8 +48,7 @@ class OutboxMailSender:
             "at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
+            with open_private_for_append(self.path) as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         except OSError as error:

@@ -7,6 +7,9 @@ import hashlib
 import hmac
 import secrets
 
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 
 
@@ -29,6 +32,15 @@ def keyed_hash(value: str, purpose: str) -> str:
     the database or store alone does not let anyone try every value."""
     key = current_app.extensions["idp"].config.server.secret_key.encode()
     return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def sealing_key(purpose: str) -> Fernet:
+    """Authenticated encryption under a key derived (HKDF) from the server secret, one key per ``purpose``: for
+    short secrets that must be read back (a TOTP seed, a CAPTCHA answer to draw), so a stolen copy of the
+    database or store alone reveals none of them."""
+    secret = current_app.extensions["idp"].config.server.secret_key.encode()
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def matches_hash(value: str, expected_hex: str | None) -> bool:

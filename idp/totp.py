@@ -3,6 +3,10 @@
 The seed is encrypted at rest with a key derived from ``server.secret_key`` (HKDF), since it must be read
 back to check codes. A code is accepted once: the last accepted time step is remembered. Recovery codes are
 random, shown once, and stored only as HMACs under the server secret.
+
+Both are spent by one conditional UPDATE that only one request can win (the row count decides), never by a
+read and a later write, so the same code sent from several sessions at once passes once. The row stays locked
+until the caller commits, which it does at once.
 """
 
 from __future__ import annotations
@@ -15,14 +19,12 @@ import pyotp
 import qrcode
 import qrcode.image.svg
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import clock
 from .extensions import db
-from .provider import current_provider
-from .security import keyed_hash
+from .security import keyed_hash, sealing_key
 from .store.models import RecoveryCode, User
 
 ISSUER_NAME = "Hoviyat"
@@ -30,9 +32,7 @@ RECOVERY_CODE_COUNT = 10
 
 
 def _fernet() -> Fernet:
-    secret = current_provider().config.server.secret_key.encode()
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"hoviyat totp seeds").derive(secret)
-    return Fernet(base64.urlsafe_b64encode(key))
+    return sealing_key("hoviyat totp seeds")
 
 
 def new_secret() -> str:
@@ -85,7 +85,8 @@ def disable(user: User) -> None:
 
 
 def verify(user: User, code: str) -> bool:
-    """True when ``code`` is the user's current TOTP code and was not used before (not committed)."""
+    """True when ``code`` is the user's current TOTP code and was not used before: its time step is spent (not
+    committed; the caller commits at once)."""
     if not user.has_totp:
         return False
     try:
@@ -93,9 +94,21 @@ def verify(user: User, code: str) -> bool:
     except InvalidToken:
         return False  # server.secret_key changed since enrolment: the user must enrol again
     step = _matching_step(secret, code)
-    if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+    return step is not None and _spend_step(user, step)
+
+
+def _spend_step(user: User, step: int) -> bool:
+    """Record ``step`` as the last one used unless it, or a later one, was used already; True for the one request
+    that moved it."""
+    result = db.session.execute(
+        update(User)
+        .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
         return False
-    user.totp_last_step = step
+    set_committed_value(user, "totp_last_step", step)  # what the row now holds
     return True
 
 
@@ -117,17 +130,22 @@ def replace_recovery_codes(user: User) -> list[str]:
 
 
 def use_recovery_code(user: User, code: str) -> bool:
-    """Spend one recovery code (not committed); False when it is wrong or was used."""
+    """Spend one recovery code (not committed; the caller commits at once); False when it is wrong or was used."""
     digest = keyed_hash(_normalize_recovery(code), "recovery-code")
-    row = db.session.scalar(
-        select(RecoveryCode).where(
+    code_id = db.session.scalar(
+        select(RecoveryCode.id).where(
             RecoveryCode.user_id == user.id, RecoveryCode.code_hash == digest, RecoveryCode.used_at.is_(None)
         )
     )
-    if row is None:
+    if code_id is None:
         return False
-    row.used_at = clock.now()
-    return True
+    result = db.session.execute(
+        update(RecoveryCode)
+        .where(RecoveryCode.id == code_id, RecoveryCode.used_at.is_(None))
+        .values(used_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def remaining_recovery_codes(user: User) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 from idp import clock, create_app
 from idp.extensions import db
@@ -29,7 +27,7 @@ from idp.store.kv import RedisStore
 from idp.store.models import SigningKey
 from idp.store.schema import upgrade_schema
 
-from .helpers import ClientInfo, UserInfo, create_test_client, create_test_user
+from .helpers import ClientInfo, UserInfo, create_test_client, create_test_user, serve
 
 # The suite sets every value it needs; configuration from the developer's shell must not leak in.
 for _name in [name for name in os.environ if name.startswith("IDP_")]:
@@ -230,12 +228,5 @@ def rp_client(app: Flask) -> ClientInfo:
 @pytest.fixture
 def live_server(app: Flask) -> Iterator[str]:
     """The app served over real HTTP at its issuer URL, for relying-party libraries."""
-    config = app.extensions["idp"].config
-    server = make_server("127.0.0.1", config.server.port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield config.server.issuer
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with serve(app) as url:
+        yield url

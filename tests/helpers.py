@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from idp.cli.users import admin_import_evidence
 from idp.passwords import hash_password
@@ -25,6 +27,7 @@ from idp.security import sha256_hex
 from idp.store import commit
 from idp.store.clients import Registration, create_client
 from idp.store.users import create_user
+from idp.web.captcha import drawable_answer
 
 DEFAULT_PASSWORD = "correct horse battery"
 REDIRECT_URI = "https://rp.example/callback"
@@ -260,13 +263,17 @@ def browser_session(app: Flask, client_or_browser: FlaskClient | Browser) -> dic
 
 
 def captcha_answer(app: Flask, client_or_browser: FlaskClient | Browser) -> str:
-    """The answer to the CAPTCHA last drawn for this browser (or test client), read from its server-side session."""
+    """The answer to the CAPTCHA last drawn for this browser (or test client), as its picture shows it: the
+    challenge its server-side session names, unsealed as the picture is drawn."""
     cookie_name = app.extensions["idp"].config.session.cookie_name
     cookie = _client_of(client_or_browser).get_cookie(cookie_name)
     assert cookie is not None, "the page with the CAPTCHA set a session cookie"
     data = browser_session(app, client_or_browser)
     assert "captcha" in data, "no CAPTCHA was drawn for this browser"
-    return data["captcha"]["answer"]
+    with app.app_context():
+        answer = drawable_answer(data["captcha"])
+    assert answer is not None, "the CAPTCHA of this browser was spent or has expired"
+    return answer
 
 
 def authorization_params(client: ClientInfo, challenge: str, **extra: str) -> dict[str, str]:
@@ -456,3 +463,41 @@ def grant_id_of(client: FlaskClient, access_token: str) -> str:
 
     keys = KeySet.import_key_set(client.get("/jwks.json").get_json())
     return jwt.decode(access_token, keys, algorithms=["RS256", "ES256"]).claims["gid"]
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Serve ``app`` over real HTTP at its issuer URL (werkzeug, a thread per request) while the block runs."""
+    config = app.extensions["idp"].config
+    server = make_server("127.0.0.1", config.server.port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield config.server.issuer
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def in_parallel(count: int, attempt: Callable[[int], Any]) -> list[Any]:
+    """Run ``attempt(0)`` … ``attempt(count - 1)`` in ``count`` threads released together; their results in order.
+    An exception in a thread is raised here."""
+    start = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait(timeout=30)
+            results[index] = attempt(index)
+        except BaseException as error:  # reported to the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return results

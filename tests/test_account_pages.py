@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import os
 import random
 import re
+import stat
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
@@ -488,6 +490,25 @@ def test_email_is_confirmed_with_a_code_sent_to_it(app, user):
 
 def _verify_email_raw(browser: Browser, code: str) -> Any:
     return post_raw(browser, "/account/email/verify", {"csrf_token": csrf_token(browser), "code": code})
+
+
+@pytest.mark.parametrize("before", ["missing", "open to others"])
+def test_email_codes_land_in_a_private_outbox(app, user, before):
+    """The mail outbox holds codes: 0600 when the provider creates it, tightened when it finds it looser."""
+    config = app.extensions["idp"].config
+    path = config.var_file(config.mail.outbox_path, "mail-outbox.jsonl")
+    previous = os.umask(0o022)
+    try:
+        if before == "open to others":
+            path.write_text("", encoding="utf-8")
+            path.chmod(0o644)
+        browser = log_in(app, user)
+        assert redirect_path(_start_email(browser, "ali@example.ir")) == "/account/email/verify"
+    finally:
+        os.umask(previous)
+    [mail] = mail_outbox(app)
+    assert mail["purpose"] == "verify_email"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_wrong_email_code_does_not_set_the_address(app, user):

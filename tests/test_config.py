@@ -8,8 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from idp import create_app
 from idp.config import ConfigError, load_config, with_generated_secrets
+from idp.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
 IDP = ROOT / ".venv" / "bin" / "idp"
@@ -175,6 +178,21 @@ def test_bad_file_values_name_the_key(tmp_path, text, key):
     assert key in str(raised.value)
 
 
+def test_captcha_demo_is_off_by_default_and_allowed_on_a_loopback_issuer():
+    assert load_config(environ={}).captcha.demo is False
+    assert load_config(environ={"IDP_CAPTCHA_DEMO": "true"}).captcha.demo is True
+
+
+def test_captcha_demo_is_refused_with_an_https_issuer(tmp_path):
+    """It writes every answer to the log: never in production."""
+    https = '[server]\nissuer = "https://id.example"\n'
+    assert load_config(path=write(tmp_path, https + "[captcha]\ndemo = false\n"), environ={}).uses_https
+    with pytest.raises(ConfigError) as raised:
+        load_config(path=write(tmp_path, https + "[captcha]\ndemo = true\n"), environ={})
+    assert raised.value.key == "captcha.demo"
+    assert "https" in str(raised.value)
+
+
 def test_unrelated_idp_variables_are_ignored():
     assert load_config(environ={"IDP_SOMETHING": "x", "IDPX": "y"}).server.issuer == "http://127.0.0.1:5000"
 
@@ -197,6 +215,30 @@ def test_generated_secrets_are_kept_in_var_with_mode_0600(tmp_path):
     second = with_generated_secrets(config)
     assert second.server.secret_key == first.server.secret_key
     assert second.server.pairwise_salt == first.server.pairwise_salt
+
+
+@pytest.mark.parametrize("before", ["missing", "open to others"])
+def test_the_sqlite_database_file_is_readable_by_its_owner_only(tmp_path, before):
+    """The embedded database holds password hashes and personal data: 0600 when the provider creates it (SQLite
+    gives its journal the same mode), tightened when it finds it looser."""
+    var = tmp_path / "var"
+    database = var / "hoviyat.sqlite3"
+    previous = os.umask(0o022)
+    try:
+        if before == "open to others":
+            var.mkdir()
+            database.write_bytes(b"")
+            database.chmod(0o644)
+        app = create_app({"server": {"var_dir": str(var)}, "keys": {"dir": str(tmp_path / "keys")}})
+        with app.app_context():
+            db.session.execute(text("CREATE TABLE written (value TEXT)"))
+            db.session.execute(text("INSERT INTO written VALUES ('x')"))
+            db.session.commit()
+            db.engine.dispose()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert database.stat().st_size > 0
 
 
 def test_configured_secrets_are_not_replaced(tmp_path):

@@ -294,3 +294,20 @@ def test_while_one_thread_rereads_the_keys_the_others_sign_with_those_loaded(app
         assert got == [loaded], "a request waited for the re-read"
     with app.app_context():
         assert ring.signing_key("ES256") == loaded and ring.fresh  # the next caller re-reads
+
+
+@pytest.mark.parametrize("command", [["generate"], ["rotate", "--alg", "ES256"]], ids=["generate", "rotate"])
+def test_a_keys_folder_others_may_read_is_made_0700(app, runner, command):
+    """``idp serve`` and ``idp keys generate`` on a keys folder left 0755 (a checkout's keys/, a restored backup)."""
+    directory = keys_dir(app)
+    directory.chmod(0o755)
+    keys_cli(runner, *command)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_a_missing_keys_folder_is_created_0700(app_with, tmp_path):
+    folder = tmp_path / "fresh" / "keys"
+    app = app_with(keys={"dir": str(folder)})
+    result = app.test_cli_runner().invoke(args=["keys", "generate", "--alg", "ES256"])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from idp.sms import SmsUnavailable, sender_from_config
 from idp.sms.gateways import HttpWebhookSender, KavenegarSender
 from idp.sms.outbox import OutboxSender
 
+from .helpers import english_browser
 from .test_registry import fake_servers, json_response, unused_port
 
 CODE = "493817"
@@ -152,6 +156,52 @@ def test_outbox_that_cannot_be_written_is_unavailable(tmp_path):
     blocker.write_text("", encoding="utf-8")
     with pytest.raises(SmsUnavailable):
         OutboxSender(blocker / "sms-outbox.jsonl").send("+989121234567", TEXT, purpose="register", code=CODE)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """Files are created under the umask most systems have (022: readable by all), not a stricter one."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_outbox_is_created_readable_by_its_owner_only(tmp_path, usual_umask):
+    path = tmp_path / "var" / "sms-outbox.jsonl"
+    OutboxSender(path).send("+989121234567", TEXT, purpose="register", code=CODE)
+    assert mode_of(path) == 0o600
+
+
+def test_an_outbox_others_may_read_is_tightened(tmp_path):
+    path = tmp_path / "sms-outbox.jsonl"
+    path.write_text("", encoding="utf-8")
+    path.chmod(0o644)
+    sender = OutboxSender(path)  # at start-up
+    assert mode_of(path) == 0o600
+    path.chmod(0o664)  # loosened while the provider runs
+    sender.send("+989121234567", TEXT, purpose="register", code=CODE)
+    assert mode_of(path) == 0o600
+    assert read_lines(path)[0]["code"] == CODE
+
+
+@pytest.mark.parametrize("before", ["missing", "open to others"])
+def test_codes_texted_by_the_provider_land_in_a_private_outbox(app, user, usual_umask, before):
+    config = app.extensions["idp"].config
+    outbox = config.var_file(config.sms.outbox_path, "sms-outbox.jsonl")
+    if before == "open to others":
+        outbox.write_text("", encoding="utf-8")
+        outbox.chmod(0o644)
+    browser = english_browser(app)
+    page = browser.submit(browser.get("/login/sms"), {"national_code": user.national_code}, field_name="national_code")
+    assert page.request.path == "/login/sms/verify"
+    assert read_lines(outbox)[-1]["purpose"] == "login"
+    assert mode_of(outbox) == 0o600
 
 
 # -- generic webhook --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from .helpers import (
     exchange_code,
     field_error,
     find_form,
+    in_parallel,
     pkce_pair,
     query_of,
 )
@@ -452,3 +454,65 @@ def test_a_new_server_secret_makes_the_old_seed_fail_cleanly(app_with):
     assert other.get("/account/two-factor").status_code == 200
     assert redirect_path(_disable(other, person.password)) == "/account/two-factor"
     assert enrolment_page(other)[1]
+
+
+# -- one code, one request (parallel replays) -------------------------------------------------------------------
+
+PARALLEL = 8
+
+
+def _step_up_pages(app: Flask, person: UserInfo, method: str) -> list[tuple[Browser, Any]]:
+    """PARALLEL browsers, each logged in with the password and at the step-up page for ``method``, with its form."""
+    pages = []
+    for _ in range(PARALLEL):
+        browser = log_in(app, person)
+        page = browser.get(f"/login/second-factor?method={method}")
+        assert page.status_code == 200, page.status_code
+        pages.append((browser, find_form(page.get_data(as_text=True), field_name="code")))
+    return pages
+
+
+def _race(pages: list[tuple[Browser, Any]], code: str) -> int:
+    """Each browser sends ``code`` at once; how many were accepted."""
+
+    def attempt(index: int) -> bool:
+        browser, form = pages[index]
+        return accepted(browser.client.post(form.action, data={**form.fields, "code": code}))
+
+    return sum(in_parallel(PARALLEL, attempt))
+
+
+@pytest.fixture
+def race_app(app_with, monkeypatch) -> Flask:
+    """An app where every parallel attempt reaches the check of its code (the login throttle's waits would refuse
+    most before), and where each request lingers a little between that check and its commit, as a loaded server
+    does: a spend that is decided by a read, not by the write, then lets every request through."""
+    for name in ("verify", "use_recovery_code"):
+        check = getattr(totp, name)
+
+        def lingering(*args: Any, _check: Any = check) -> bool:
+            result = _check(*args)
+            time.sleep(0.05)
+            return result
+
+        monkeypatch.setattr(totp, name, lingering)
+    return app_with(login={"delay_after_failures": 100, "captcha_after_failures": 100})
+
+
+def test_a_totp_code_sent_from_many_sessions_at_once_is_accepted_once(race_app):
+    person = create_test_user(race_app)
+    secret, _ = enrol(log_in(race_app, person))
+    pages = _step_up_pages(race_app, person, "otp")
+    next_step()
+    assert _race(pages, code_at(secret)) == 1
+    assert sum("otp" in amr for amr in amr_of_sessions(race_app, person.id)) == 1
+
+
+def test_a_recovery_code_sent_from_many_sessions_at_once_is_accepted_once(race_app):
+    person = create_test_user(race_app)
+    _, codes = enrol(log_in(race_app, person))
+    pages = _step_up_pages(race_app, person, "recovery")
+    assert _race(pages, codes[0]) == 1
+    assert sum("otp" in amr for amr in amr_of_sessions(race_app, person.id)) == 1
+    with race_app.app_context():
+        assert totp.remaining_recovery_codes(db.session.get(User, person.id)) == 9
