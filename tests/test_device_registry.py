@@ -321,6 +321,9 @@ def test_account_shows_the_claims_received_from_hoviyat(app, live_server, user, 
     assert "تأییدشده" in page.text  # the national ID came with verified_claims
     source = re.search(r'id="claims-source">(.*?)</p>', page.text, re.S)
     assert source is not None and "«هویت»" in source.group(1)
+    # The registry by its name, not the trust framework's identifier.
+    assert "سازمان ثبت احوال کشور" in source.group(1)
+    assert "ir_sabt_ahval" not in page.text
 
 
 # -- authenticity inquiry ------------------------------------------------------------------------------------
