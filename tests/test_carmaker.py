@@ -24,7 +24,12 @@ from idp.extensions import db as idp_db
 from idp.store.models import User as ProviderUser
 
 from .helpers import create_test_user, find_form, parse_page
-from .relying_parties import PersonBrowser, RunningSite, relying_party  # noqa: F401 - the fixture is used by name
+from .relying_parties import (  # noqa: F401 - the fixture is used by name
+    PersonBrowser,
+    RunningSite,
+    assert_site_icon,
+    relying_party,
+)
 from .test_rp_validators import iranian_iban
 
 SHEBA = iranian_iban("0170000000123456789012")
@@ -169,6 +174,10 @@ def test_visitors_see_the_landing_page_with_log_in_with_hoviyat(carmaker, browse
     assert 'id="national-id"' not in page.text
     assert 'id="logout"' not in page.text
     assert not IDENTITY_FIELDS.search(page.text)
+
+
+def test_the_site_has_its_icon(carmaker):
+    assert_site_icon(carmaker.base_url)
 
 
 @pytest.mark.parametrize("path", ["/purchase-file", "/plans", "/orders/1/withdraw"])

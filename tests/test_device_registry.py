@@ -28,7 +28,12 @@ from clients.rp_kit.settings import RpSettings
 from clients.rp_kit.validators import luhn_ok
 
 from .helpers import UserInfo, create_test_user, find_form, parse_page
-from .relying_parties import PersonBrowser, RunningSite, relying_party  # noqa: F401 - the fixture is used by name
+from .relying_parties import (  # noqa: F401 - the fixture is used by name
+    PersonBrowser,
+    RunningSite,
+    assert_site_icon,
+    relying_party,
+)
 
 #: Demo devices (clients/device_registry/data/demo_devices.json).
 A54 = ("352916114827349", "352916114827356")  # 0012345679, dual SIM
@@ -192,6 +197,10 @@ MENU = {
     "menu-tickets": ("/tickets", "ثبت و پیگیری مشکلات"),
     "menu-account": ("/account", "حساب کاربری"),
 }
+
+
+def test_the_site_has_its_icon(site):
+    assert_site_icon(site.base_url)
 
 
 def test_login_with_hoviyat_lands_on_the_menu(app, live_server, user, site):
