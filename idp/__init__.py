@@ -103,7 +103,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.install(app)
 
-    from .web import headers
+    from .web import headers, site_icon
     from .web.browser_session import KeyValueSessionInterface
 
     app.session_interface = KeyValueSessionInterface(
@@ -113,6 +113,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
         anonymous_ttl=config.tokens.login_transaction_ttl,
     )
     headers.install(app, https=config.uses_https)
+    site_icon.install(app)
 
     from .oidc.server import build_authorization_server
 

@@ -41,6 +41,8 @@ from .store.models import Client
 from .store.schema import upgrade_schema
 from .store.users import create_user, find_user_by_national_code
 
+#: A person of the demo registry: (national code, ISO birth date, given name, family name, mobiles).
+DemoPerson = tuple[str, str, str, str, list[str]]
 DEMO_CLIENT_NAME = "Hoviyat demo relying party"
 DEMO_REDIRECT_URI = "http://127.0.0.1:8080/callback"
 DEMO_PASSWORD = "hoviyat-demo-2026"
@@ -165,10 +167,7 @@ def instructions(client_id: str, client_secret: str) -> str:
         }
     )
     users = "\n".join(f"    national code {code}  ({given} {family})" for code, _, _, given, family in DEMO_USERS)
-    newcomers = "\n".join(
-        f"    mobile 0{mobiles[0][3:]}  national code {code}  born {_jalali(born)}"
-        for code, born, _, _, mobiles in DEMO_PEOPLE[2:]
-    )
+    registered, newcomers = registry_people_by_account()
     config = provider.config
     outbox = config.var_file(config.sms.outbox_path, "sms-outbox.jsonl")
     captcha_note = (
@@ -198,12 +197,37 @@ Try the protocol by hand (a client with no site behind it), once the servers bel
   3. The answer holds an ID token with the verified national ID, and an access token for
      {provider.url(paths.USERINFO)}.
 
-Register a new account at {provider.url("/register")} as one of the demo registry's people
-(Jalali birth dates; any strong password):
-{newcomers}
+{registration_text(registered, newcomers)}
 Text messages are not sent in the demo: codes are written to {outbox}
 (`tail -f` it). The demo registry is {config.var_file(config.registry.path, "registry.json")}.
 {captcha_note}"""
+
+
+def registry_people_by_account() -> tuple[list[DemoPerson], list[DemoPerson]]:
+    """The demo registry's people beyond the demo users, split into those who registered an account (on an
+    earlier run) and those who still can."""
+    others = DEMO_PEOPLE[len(DEMO_USERS) :]
+    registered = [person for person in others if find_user_by_national_code(person[0]) is not None]
+    return registered, [person for person in others if person not in registered]
+
+
+def registration_text(registered: list[DemoPerson], newcomers: list[DemoPerson]) -> str:
+    lines = []
+    if newcomers:
+        lines.append(
+            f"Register a new account at {current_provider().url('/register')} as one of the demo registry's people "
+            "without one\n(Jalali birth dates; any strong password):"
+        )
+        lines += [
+            f"    mobile 0{mobiles[0][3:]}  national code {code}  born {_jalali(born)}"
+            for code, born, _, _, mobiles in newcomers
+        ]
+    else:
+        lines.append("Every person of the demo registry has an account now: none is left to register.")
+    if registered:
+        lines.append("Registered on an earlier run (log in with the password chosen then):")
+        lines += [f"    national code {code}  ({given} {family})" for code, _, given, family, _ in registered]
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from flask import Flask, current_app, request, session
 from flask_babel import get_locale
+from markupsafe import Markup
 
 from .config import SUPPORTED_LOCALES
 from .rules.digits import to_persian_digits
@@ -60,6 +61,15 @@ def display_mobile(e164: str, masked: bool = False) -> str:
     digits, wrapped in a left-to-right isolate so it does not read backwards inside Persian text."""
     shown = mask_mobile(e164) if masked else national_format(e164)
     return "\u2066" + localize_digits(shown) + "\u2069"
+
+
+def isolate(value: object, direction: str | None = None) -> Markup:
+    """``value`` in a ``<bdi>``: text of the other direction (a Latin name or a number in Persian) keeps its own
+    order and leaves the sentence around it in its order; ``direction="ltr"`` for text that is always left to
+    right whatever its characters (codes, numbers)."""
+    if direction is None:
+        return Markup("<bdi>%s</bdi>") % (value,)
+    return Markup('<bdi dir="%s">%s</bdi>') % (direction, value)
 
 
 def format_date(value: dt.date | dt.datetime | None) -> str:
@@ -116,6 +126,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["claim_label"] = claim_label
     app.jinja_env.filters["when"] = format_moment
     app.jinja_env.filters["mobile"] = display_mobile
+    app.jinja_env.filters["isolate"] = isolate
 
     @app.context_processor
     def locale_context() -> dict[str, object]:

@@ -116,3 +116,15 @@ class PersonBrowser:
 def page_errors(page: requests.Response) -> list[str]:
     """The field errors a page shows (class="error")."""
     return [re.sub(r"\s+", " ", e).strip() for e in re.findall(r'class="error"[^>]*>(.*?)</p>', page.text, re.S)]
+
+
+def assert_site_icon(base_url: str) -> None:
+    """The site's landing page links an SVG icon that is served, and /favicon.ico leads there (no 404 either way)."""
+    page = requests.get(base_url + "/", timeout=15)
+    link = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page.text)
+    assert link, page.text[:1000]
+    icon = requests.get(urljoin(base_url, link.group(1)), timeout=15)
+    assert icon.status_code == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
+    assert icon.text.lstrip().startswith("<svg")
+    unprompted = requests.get(base_url + "/favicon.ico", timeout=15, allow_redirects=False)
+    assert unprompted.status_code == 301 and unprompted.headers["Location"].endswith(link.group(1))

@@ -15,6 +15,7 @@ import random
 import re
 import stat
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -27,8 +28,11 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import select
 
+from idp.audit_events import AUDIT_EVENTS
 from idp.extensions import db
 from idp.rules.digits import to_persian_digits
+from idp.store import audit, commit
+from idp.store.clients import delete_client, get_client
 from idp.store.models import AuditEvent, User, UserSession
 
 from .helpers import (
@@ -50,6 +54,7 @@ from .helpers import (
 )
 
 EN = "en"
+ROOT = Path(__file__).resolve().parent.parent
 NEW_PASSWORD = "a brand new passphrase"
 JALALI_MONTHS = (
     "فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
@@ -359,6 +364,27 @@ def test_profile_in_english_shows_the_birth_date_in_iso(app):
     assert "1979-12-05" in text, text
     assert "0034567895" in text
     assert not re.search("[۰-۹]", text), text
+
+
+def test_persian_profile_keeps_each_value_beside_its_label(app, user):
+    """A left-to-right value is isolated inside its cell (``<bdi dir="ltr">``), not a left-to-right cell, which
+    would push it to the far side of the line from its label in a right-to-left page."""
+    browser = log_in(app, user, language=None)
+    assert redirect_path(_save_address(browser, ADDRESS, "1345678910")) == "/"
+    html = browser.get("/").get_data(as_text=True)
+    cells = re.findall(r"<dd[^>]*>", html)
+    assert cells and all("dir=" not in cell for cell in cells), cells
+    assert f'<bdi dir="ltr">{to_persian_digits(user.national_code)}</bdi>' in html
+    assert f'<bdi dir="ltr">{to_persian_digits("1345678910")}</bdi>' in html
+
+
+def test_profile_names_the_registry_that_checked_the_identity(app, user):
+    english = log_in(app, user).get("/")
+    persian = log_in(app, user, "Browser B", language=None).get("/")
+    assert "National Organization for Civil Registration" in text_of(english)
+    assert "سازمان ثبت احوال کشور" in text_of(persian)
+    for page in (english, persian):
+        assert "ir_sabt_ahval" not in page.get_data(as_text=True)
 
 
 def _refresh(browser: Browser) -> Any:
@@ -754,6 +780,44 @@ def test_sessions_lists_both_browsers_and_marks_the_current(app, user):
     assert "This device" not in by_id[other_id]
 
 
+CHROME_ON_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+FIREFOX_ON_ANDROID = "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0"
+SAFARI_ON_IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+
+@pytest.mark.parametrize(
+    ("language", "names"),
+    [
+        (EN, {"Chrome on Linux", "Firefox on Android", "Safari on iOS"}),
+        (None, {"Chrome روی Linux", "Firefox روی Android", "Safari روی iOS"}),
+    ],
+)
+def test_sessions_name_each_device_by_its_browser_and_system(app, user, language, names):
+    mine = log_in(app, user, CHROME_ON_LINUX, language=language)
+    log_in(app, user, FIREFOX_ON_ANDROID)
+    log_in(app, user, SAFARI_ON_IPHONE)
+    page = mine.get("/account/sessions")
+    rows = [" ".join(row["text"]) for row in _session_rows(page)]
+    assert len(rows) == 3
+    for name in names:
+        assert sum(name in row for row in rows) == 1, (name, rows)
+    html = page.get_data(as_text=True)
+    # Each Latin name isolated, so that it keeps its place in a Persian sentence; no raw User-Agent.
+    assert "<bdi>Chrome</bdi>" in html and "<bdi>Linux</bdi>" in html
+    assert "Mozilla/5.0" not in html and "KHTML" not in html
+
+
+def test_an_unknown_user_agent_is_an_unknown_device_shown_as_sent(app, user):
+    mine = log_in(app, user, "<b>Kiosk</b> terminal 7")
+    rows = [" ".join(row["text"]) for row in _session_rows(mine.get("/account/sessions"))]
+    assert rows == [rows[0]] and "Unknown device" in rows[0] and "<b>Kiosk</b> terminal 7" in rows[0]
+
+
 def test_ending_another_session_logs_that_browser_out(app, user, rp_client):
     mine = log_in(app, user, "Browser A")
     other = log_in(app, user, "Browser B")
@@ -950,8 +1014,80 @@ def test_activity_never_shows_another_users_events(app, user, rp_client):
     assert texts.count("Logged in") == 1, texts
     assert "Password changed" not in texts
     assert not any(t.startswith("A login failed") for t in texts)
-    assert "An app was allowed" not in texts
-    assert "An app received tokens" not in texts
+    assert "Test Portal" not in " ".join(texts)
+
+
+#: ``audit.record("name", ...)`` and ``audit.event_row("name", ...)`` in the code.
+RECORDED_EVENT = re.compile(r"\b(?:record|event_row)\(\s*\"([a-z_]+\.[a-z_.]+|[a-z_]+)\"")
+
+
+def test_every_event_the_code_records_has_a_description():
+    recorded = {
+        name
+        for path in (ROOT / "idp").rglob("*.py")
+        for name in RECORDED_EVENT.findall(path.read_text(encoding="utf-8"))
+    }
+    assert {"support.message", "token.issued", "login.succeeded", "logout"} <= recorded, recorded
+    assert recorded - set(AUDIT_EVENTS) == set(), "describe these in idp/audit_events.py"
+
+
+def test_an_event_without_a_description_is_refused(app, user):
+    with app.test_request_context(), pytest.raises(ValueError, match=r"no\.such_event"):
+        audit.record("no.such_event", user_id=user.id)
+
+
+def _send_support_message(browser: Browser) -> None:
+    form = find_form(browser.get("/support").get_data(as_text=True), action_contains="/support")
+    data = {**form.fields, "subject": "A question", "body": "How do I change my name?"}
+    assert redirect_path(post_raw(browser, "/support", data)) == "/support"
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"), [(EN, "You sent a message to support"), (None, "پیامی برای پشتیبانی فرستادید")]
+)
+def test_activity_describes_a_support_message_in_plain_words(app, user, language, expected):
+    browser = log_in(app, user, language=language)
+    _send_support_message(browser)
+    page = browser.get("/account/activity")
+    assert expected in parsed(page).text
+    assert "support.message" not in page.get_data(as_text=True)
+
+
+def test_activity_names_the_app_each_event_is_about(app, user, rp_client):
+    browser = log_in(app, user)
+    tokens(browser, rp_client, user)
+    text = text_of(browser.get("/account/activity"))
+    assert "You allowed Test Portal to use your account" in text
+    assert "Test Portal was given access to your account" in text
+    persian = text_of(log_in(app, user, "Browser B", language=None).get("/account/activity"))
+    assert "به Test Portal اجازهٔ استفاده از حساب خود را دادید" in persian
+    assert "به Test Portal دسترسی به حساب شما داده شد" in persian
+
+    token = csrf_token(browser, "/account/apps")
+    post_raw(browser, f"/account/apps/{rp_client.client_id}/revoke", {"csrf_token": token})
+    assert "You revoked the access of Test Portal" in text_of(browser.get("/account/activity"))
+
+
+def test_activity_says_a_removed_app_once_the_app_is_gone(app, user, rp_client):
+    browser = log_in(app, user)
+    tokens(browser, rp_client, user)
+    with app.app_context():
+        delete_client(get_client(rp_client.client_id, fresh=True))
+        commit()
+    page = browser.get("/account/activity")
+    text = text_of(page)
+    assert "You allowed a removed app to use your account" in text
+    assert "A removed app was given access to your account" in text
+    assert rp_client.client_id not in page.get_data(as_text=True)
+
+
+def test_activity_escapes_the_app_name(app, user):
+    rp = create_test_client(app, name="<script>alert(1)</script> & Co")
+    browser = log_in(app, user)
+    tokens(browser, rp, user)
+    html = browser.get("/account/activity").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html
+    assert '<bdi class="app-name">&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</bdi>' in html
 
 
 # -- CSRF ------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ site runs on its own port, and a ``PersonBrowser`` follows the redirects between
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,14 +18,19 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from clients.carmaker import LoginSession, Order, PurchaseFile, User
+from clients.carmaker import LoginSession, Order, PurchaseFile, User, current_plans
 from clients.carmaker import create_app as carmaker_app
 from clients.carmaker import db as site_db
 from idp.extensions import db as idp_db
 from idp.store.models import User as ProviderUser
 
 from .helpers import create_test_user, find_form, parse_page
-from .relying_parties import PersonBrowser, RunningSite, relying_party  # noqa: F401 - the fixture is used by name
+from .relying_parties import (  # noqa: F401 - the fixture is used by name
+    PersonBrowser,
+    RunningSite,
+    assert_site_icon,
+    relying_party,
+)
 from .test_rp_validators import iranian_iban
 
 SHEBA = iranian_iban("0170000000123456789012")
@@ -32,6 +38,9 @@ OTHER_SHEBA = iranian_iban("0550012345678901234567")
 POSTAL_CODE = "1345678901"
 ADDRESS = "تهران، خیابان آزادی، کوچه یاس، پلاک ۷"
 PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+
+#: Today's plans: this season's immediate sale (``1405-fall``, say) and this year's pre-sale (``1405-presale``).
+IMMEDIATE, PRESALE = (plan.id for plan in current_plans())
 
 #: The statuses the orders table shows.
 ACTIVE, CANCELLED, WITHDRAWN = "فعال", "لغو شده", "انصراف از طرح"
@@ -171,6 +180,10 @@ def test_visitors_see_the_landing_page_with_log_in_with_hoviyat(carmaker, browse
     assert not IDENTITY_FIELDS.search(page.text)
 
 
+def test_the_site_has_its_icon(carmaker):
+    assert_site_icon(carmaker.base_url)
+
+
 @pytest.mark.parametrize("path", ["/purchase-file", "/plans", "/orders/1/withdraw"])
 def test_pages_of_the_purchase_need_a_login(carmaker, browser, path):
     response = browser.session.get(carmaker.base_url + path, timeout=15, allow_redirects=False)
@@ -199,7 +212,7 @@ def test_the_site_never_asks_for_the_national_code_or_name(carmaker, browser, us
     pages.append(browser.get(carmaker.base_url + "/purchase-file"))
     complete_purchase_file(browser, carmaker)
     pages.append(browser.get(carmaker.base_url + "/plans"))
-    order_car(browser, carmaker, "1404-fall", "dena-plus")
+    order_car(browser, carmaker, IMMEDIATE, "dena-plus")
     home = browser.get(carmaker.base_url + "/")
     pages.append(home)
     pages.append(browser.get(urljoin(home.url, parse_page(home.text).links["withdraw"])))
@@ -309,10 +322,10 @@ def test_sheba_cannot_be_changed_after_saving(carmaker, browser, user):
 def test_ordering_needs_a_purchase_file(carmaker, browser, user):
     log_in(browser, carmaker, user)
     plans = browser.get(carmaker.base_url + "/plans")
-    assert 'id="plan-1404-fall"' in plans.text
+    assert f'id="plan-{IMMEDIATE}"' in plans.text
     assert 'id="order-' not in plans.text  # no order buttons yet
     response = post(
-        browser, carmaker, "/plans/1404-fall/cars/dena-plus/order", {"csrf_token": csrf_token(plans)}, follow=False
+        browser, carmaker, f"/plans/{IMMEDIATE}/cars/dena-plus/order", {"csrf_token": csrf_token(plans)}, follow=False
     )
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/purchase-file")
@@ -325,42 +338,95 @@ def test_order_cancel_and_choose_another_car(carmaker, browser, user):
     plans = browser.get(carmaker.base_url + "/plans")
     assert 'id="order-dena-plus"' in plans.text
 
-    home = order_car(browser, carmaker, "1404-fall", "dena-plus")
+    home = order_car(browser, carmaker, IMMEDIATE, "dena-plus")
     assert home.url == carmaker.base_url + "/"
     assert order_statuses(home) == [ACTIVE]
     assert "دنا پلاس" in home.text
 
     # One active order at a time: a second one is refused, and the plans page offers none.
     assert 'id="order-' not in browser.get(carmaker.base_url + "/plans").text
-    refused = order_car(browser, carmaker, "1404-fall", "tara-v4")
+    refused = order_car(browser, carmaker, IMMEDIATE, "tara-v4")
     assert order_statuses(refused) == [ACTIVE]
-    refused = order_car(browser, carmaker, "1404-presale", "runna-plus")
+    refused = order_car(browser, carmaker, PRESALE, "runna-plus")
     assert order_statuses(refused) == [ACTIVE]
-    assert orders_in_db(carmaker) == [("1404-fall", "dena-plus", "active")]
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "active")]
 
     home = browser.get(carmaker.base_url + "/")
     assert re.search(r'id="cancel-order"[^>]*>لغو سفارش و انتخاب خودروی دیگر<', home.text)
-    answer = browser.submit(home, {}, action_contains="/cancel")
+    confirmation = browser.get(urljoin(home.url, parse_page(home.text).links["cancel-order"]))
+    answer = browser.submit(confirmation, {}, action_contains="/cancel")
     assert answer.url == carmaker.base_url + "/plans"
     assert 'id="order-tara-v4"' in answer.text
     assert order_statuses(browser.get(carmaker.base_url + "/")) == [CANCELLED]
 
-    home = order_car(browser, carmaker, "1404-fall", "tara-v4")
+    home = order_car(browser, carmaker, IMMEDIATE, "tara-v4")
     assert order_statuses(home) == [ACTIVE, CANCELLED]
-    assert orders_in_db(carmaker) == [("1404-fall", "dena-plus", "cancelled"), ("1404-fall", "tara-v4", "active")]
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "cancelled"), (IMMEDIATE, "tara-v4", "active")]
+
+
+def test_cancelling_an_order_asks_for_confirmation_first(carmaker, browser, user):
+    log_in(browser, carmaker, user)
+    complete_purchase_file(browser, carmaker)
+    home = order_car(browser, carmaker, IMMEDIATE, "dena-plus")
+    # On the home page cancelling is a link to a page of its own, not a button that acts at once.
+    assert not any("/cancel" in form.action for form in parse_page(home.text).forms)
+    assert re.search(r'<a [^>]*class="button secondary"[^>]*id="cancel-order"', home.text)
+    assert re.search(r'<a [^>]*class="button secondary warn"[^>]*id="withdraw"', home.text)
+
+    confirmation = browser.get(urljoin(home.url, parse_page(home.text).links["cancel-order"]))
+    assert confirmation.status_code == 200
+    assert "دنا پلاس دنده‌ای" in confirmation.text and current_plans()[0].name in confirmation.text
+    assert re.search(r'<button type="submit" class="danger" id="confirm-cancel">', confirmation.text)
+    assert re.search(r'<a href="/" class="button secondary" id="back">بازگشت</a>', confirmation.text)
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "active")]  # looking is not cancelling
+
+    back = browser.get(urljoin(confirmation.url, parse_page(confirmation.text).links["back"]))
+    assert order_statuses(back) == [ACTIVE]
+    answer = browser.submit(confirmation, {}, action_contains="/cancel")
+    assert answer.url == carmaker.base_url + "/plans"
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "cancelled")]
+
+
+def test_plans_are_named_by_the_jalali_year_the_orders_are_dated_in(carmaker, browser, user):
+    log_in(browser, carmaker, user)
+    complete_purchase_file(browser, carmaker)
+    home = order_car(browser, carmaker, PRESALE, "runna-plus")
+    plan_cell, date_cell = re.search(
+        r'<td data-label="طرح">(.*?)</td>.*?<td data-label="تاریخ">(.*?)</td>', home.text, re.S
+    ).groups()
+    year = date_cell.strip()[:4]  # ۱۴۰۵/۰۹/۱۵
+    assert re.fullmatch("[۰-۹]{4}", year), date_cell
+    assert plan_cell.strip() == f"پیش‌فروش یک‌ساله {year}"
+    plans = browser.get(carmaker.base_url + "/plans").text
+    names = re.findall(r"<h2>(.*?)</h2>", plans)
+    assert len(names) == 2 and all(name.endswith(year) for name in names), names
+
+
+@pytest.mark.parametrize(
+    ("today", "plans"),
+    [
+        (dt.date(2026, 3, 20), ["1404-winter", "1404-presale"]),  # 29 Esfand 1404
+        (dt.date(2026, 3, 21), ["1405-spring", "1405-presale"]),  # 1 Farvardin 1405
+        (dt.date(2026, 12, 6), ["1405-fall", "1405-presale"]),  # 15 Azar 1405
+    ],
+)
+def test_the_plans_on_offer_follow_the_jalali_calendar(today, plans):
+    offered = current_plans(today)
+    assert [plan.id for plan in offered] == plans
+    assert offered[0].name.startswith("طرح فروش فوری ") and offered[0].name.endswith(persian(plans[0][:4]))
 
 
 def test_withdrawing_warns_needs_confirmation_and_closes_the_plan(carmaker, browser, user):
     log_in(browser, carmaker, user)
     complete_purchase_file(browser, carmaker)
-    home = order_car(browser, carmaker, "1404-fall", "dena-plus")
+    home = order_car(browser, carmaker, IMMEDIATE, "dena-plus")
     links = parse_page(home.text).links
     assert "withdraw" in links
 
     warning = browser.get(urljoin(home.url, links["withdraw"]))
     assert warning.status_code == 200
     assert "به طور کامل خارج می‌شوید" in warning.text
-    assert "طرح فروش فوری پاییز ۱۴۰۴" in warning.text
+    assert current_plans()[0].name in warning.text
     form = find_form(warning.text, action_contains="/withdraw")
     assert "understood" in form.fields
 
@@ -370,7 +436,7 @@ def test_withdrawing_warns_needs_confirmation_and_closes_the_plan(carmaker, brow
     assert answer.status_code == 200
     assert 'class="error"' in answer.text
     assert "به طور کامل خارج می‌شوید" in answer.text
-    assert orders_in_db(carmaker) == [("1404-fall", "dena-plus", "active")]
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "active")]
 
     answer = browser.submit(answer, {"understood": "y"}, action_contains="/withdraw")
     assert answer.url == carmaker.base_url + "/"
@@ -379,25 +445,31 @@ def test_withdrawing_warns_needs_confirmation_and_closes_the_plan(carmaker, brow
 
     # That plan is closed for this person, by the page and by the server.
     plans = browser.get(carmaker.base_url + "/plans")
-    fall = re.search(r'id="plan-1404-fall"(.*?)</div>', plans.text, re.S).group(1)
+    fall = re.search(rf'id="plan-{IMMEDIATE}"(.*?)</div>', plans.text, re.S).group(1)
     assert "انصراف داده‌اید" in fall
     assert "/order" not in fall
     for car in ("dena-plus", "tara-v4"):
-        refused = order_car(browser, carmaker, "1404-fall", car)
+        refused = order_car(browser, carmaker, IMMEDIATE, car)
         assert refused.url == carmaker.base_url + "/plans"
-    assert orders_in_db(carmaker) == [("1404-fall", "dena-plus", "withdrawn")]
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "withdrawn")]
 
     # The other plan still takes orders.
-    home = order_car(browser, carmaker, "1404-presale", "runna-plus")
+    home = order_car(browser, carmaker, PRESALE, "runna-plus")
     assert order_statuses(home) == [ACTIVE, WITHDRAWN]
-    assert orders_in_db(carmaker)[-1] == ("1404-presale", "runna-plus", "active")
+    assert orders_in_db(carmaker)[-1] == (PRESALE, "runna-plus", "active")
 
 
 def test_unknown_car_or_plan_is_not_found(carmaker, browser, user):
     log_in(browser, carmaker, user)
     complete_purchase_file(browser, carmaker)
     token = csrf_token(browser.get(carmaker.base_url + "/plans"))
-    for path in ("/plans/1404-fall/cars/runna-plus/order", "/plans/1399/cars/dena-plus/order"):
+    past = "1399-fall"  # a plan of an earlier year: its orders are shown, new ones are not taken
+    for path in (
+        f"/plans/{IMMEDIATE}/cars/runna-plus/order",
+        "/plans/1399/cars/dena-plus/order",
+        f"/plans/{past}/cars/dena-plus/order",
+        f"/plans/{IMMEDIATE}x/cars/dena-plus/order",
+    ):
         assert post(browser, carmaker, path, {"csrf_token": token}).status_code == 404
     assert orders_in_db(carmaker) == []
 
@@ -405,7 +477,7 @@ def test_unknown_car_or_plan_is_not_found(carmaker, browser, user):
 def test_another_users_order_cannot_be_cancelled_or_withdrawn(app, live_server, carmaker, browser, user):
     log_in(browser, carmaker, user)
     complete_purchase_file(browser, carmaker)
-    home = order_car(browser, carmaker, "1404-fall", "dena-plus")
+    home = order_car(browser, carmaker, IMMEDIATE, "dena-plus")
     order_id = int(re.search(r"/orders/(\d+)/cancel", home.text).group(1))
 
     other = create_test_user(app, national_code="0499370899", mobile="+989351112233")
@@ -415,24 +487,26 @@ def test_another_users_order_cannot_be_cancelled_or_withdrawn(app, live_server, 
     assert order_statuses(own_home) == []
     token = csrf_token(own_home)
 
-    assert post(intruder, carmaker, f"/orders/{order_id}/cancel", {"csrf_token": token}).status_code == 404
+    cancel = f"/orders/{order_id}/cancel"
+    assert intruder.session.get(carmaker.base_url + cancel, timeout=15).status_code == 404
+    assert post(intruder, carmaker, cancel, {"csrf_token": token}).status_code == 404
     withdraw = f"/orders/{order_id}/withdraw"
     assert intruder.session.get(carmaker.base_url + withdraw, timeout=15).status_code == 404
     assert post(intruder, carmaker, withdraw, {"csrf_token": token, "understood": "y"}).status_code == 404
 
-    assert orders_in_db(carmaker) == [("1404-fall", "dena-plus", "active")]
+    assert orders_in_db(carmaker) == [(IMMEDIATE, "dena-plus", "active")]
     assert order_statuses(browser.get(carmaker.base_url + "/")) == [ACTIVE]
 
 
 @pytest.mark.parametrize(
     "action",
-    ["/auth/logout", "/purchase-file", "/plans/1404-fall/cars/tara-v4/order", "cancel", "withdraw"],
+    ["/auth/logout", "/purchase-file", f"/plans/{IMMEDIATE}/cars/tara-v4/order", "cancel", "withdraw"],
 )
 def test_every_post_needs_the_csrf_token(carmaker, browser, user, action):
     log_in(browser, carmaker, user)
     complete_purchase_file(browser, carmaker)
     if action in ("cancel", "withdraw"):
-        home = order_car(browser, carmaker, "1404-fall", "dena-plus")
+        home = order_car(browser, carmaker, IMMEDIATE, "dena-plus")
         order_id = re.search(r"/orders/(\d+)/cancel", home.text).group(1)
         action = f"/orders/{order_id}/{action}"
     before = orders_in_db(carmaker)

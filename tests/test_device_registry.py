@@ -28,7 +28,12 @@ from clients.rp_kit.settings import RpSettings
 from clients.rp_kit.validators import luhn_ok
 
 from .helpers import UserInfo, create_test_user, find_form, parse_page
-from .relying_parties import PersonBrowser, RunningSite, relying_party  # noqa: F401 - the fixture is used by name
+from .relying_parties import (  # noqa: F401 - the fixture is used by name
+    PersonBrowser,
+    RunningSite,
+    assert_site_icon,
+    relying_party,
+)
 
 #: Demo devices (clients/device_registry/data/demo_devices.json).
 A54 = ("352916114827349", "352916114827356")  # 0012345679, dual SIM
@@ -194,6 +199,10 @@ MENU = {
 }
 
 
+def test_the_site_has_its_icon(site):
+    assert_site_icon(site.base_url)
+
+
 def test_login_with_hoviyat_lands_on_the_menu(app, live_server, user, site):
     browser, page = log_in(site, live_server, user)
     links = parse_page(page.text).links
@@ -321,6 +330,9 @@ def test_account_shows_the_claims_received_from_hoviyat(app, live_server, user, 
     assert "تأییدشده" in page.text  # the national ID came with verified_claims
     source = re.search(r'id="claims-source">(.*?)</p>', page.text, re.S)
     assert source is not None and "«هویت»" in source.group(1)
+    # The registry by its name, not the trust framework's identifier.
+    assert "سازمان ثبت احوال کشور" in source.group(1)
+    assert "ir_sabt_ahval" not in page.text
 
 
 # -- authenticity inquiry ------------------------------------------------------------------------------------

@@ -407,6 +407,22 @@ def test_language_switcher_refuses_external_next(client, target):
     assert "evil" not in response.location
 
 
+# -- the site's icon -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login", "/no/such/page"])
+def test_pages_link_the_site_icon_and_favicon_ico_leads_to_it(client, path):
+    """No 404 for the icon, whether the browser follows the page's link or asks for /favicon.ico itself."""
+    link = element(client.get(path), "link", rel="icon")
+    assert link is not None and link["type"] == "image/svg+xml"
+    with client.get(link["href"]) as icon:  # a static file is streamed: closed when read
+        assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+        assert icon.get_data(as_text=True).lstrip().startswith("<svg")
+    unprompted = client.get("/favicon.ico")
+    assert unprompted.status_code == 301
+    assert urlsplit(unprompted.location).path == link["href"]
+
+
 # -- error pages -----------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import jdatetime
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import FlaskForm
@@ -20,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from ..rp_kit.dates import persian_digits
+from ..rp_kit.dates import TEHRAN, persian_digits
 from ..rp_kit.login import ButtonForm, RelyingParty, RpSessionMixin, RpUserMixin
 from ..rp_kit.settings import RpSettings, load_settings
 from ..rp_kit.site import new_site
@@ -86,28 +87,39 @@ class Plan:
     cars: tuple[Car, ...]
 
 
-CATALOGUE = (
-    Plan(
-        "1404-fall",
-        "طرح فروش فوری پاییز ۱۴۰۴",
-        (
-            Car("dena-plus", "دنا پلاس دنده‌ای", 12_450_000_000, 3),
-            Car("tara-v4", "تارا اتوماتیک V4", 16_900_000_000, 4),
-        ),
-    ),
-    Plan(
-        "1404-presale",
-        "پیش‌فروش یک‌ساله ۱۴۰۴",
-        (
-            Car("runna-plus", "رانا پلاس", 9_800_000_000, 12),
-            Car("soren-plus", "سورن پلاس", 10_700_000_000, 12),
-        ),
-    ),
+#: The cars of each kind of plan. A plan is named by its Jalali year (and season, for the immediate sales), so its
+#: id says which: ``1405-fall``, ``1405-presale``. The plans on offer are those of today (:func:`current_plans`).
+IMMEDIATE_CARS = (
+    Car("dena-plus", "دنا پلاس دنده‌ای", 12_450_000_000, 3),
+    Car("tara-v4", "تارا اتوماتیک V4", 16_900_000_000, 4),
 )
+PRESALE_CARS = (
+    Car("runna-plus", "رانا پلاس", 9_800_000_000, 12),
+    Car("soren-plus", "سورن پلاس", 10_700_000_000, 12),
+)
+#: The seasons of the Jalali year, three months each, in order.
+SEASONS = {"spring": "بهار", "summer": "تابستان", "fall": "پاییز", "winter": "زمستان"}
 
 
 def find_plan(plan_id: str) -> Plan | None:
-    return next((plan for plan in CATALOGUE if plan.id == plan_id), None)
+    """The plan of this id, of any year (an order keeps the plan it was made in)."""
+    year, _, kind = plan_id.partition("-")
+    if not (len(year) == 4 and year.isascii() and year.isdigit()):
+        return None
+    if kind == "presale":
+        return Plan(plan_id, f"پیش‌فروش یک‌ساله {persian_digits(year)}", PRESALE_CARS)
+    if kind in SEASONS:
+        return Plan(plan_id, f"طرح فروش فوری {SEASONS[kind]} {persian_digits(year)}", IMMEDIATE_CARS)
+    return None
+
+
+def current_plans(today: dt.date | None = None) -> tuple[Plan, ...]:
+    """The plans on offer on ``today`` (Tehran's date when None): this season's immediate sale and this year's
+    pre-sale, named by today's Jalali year, the calendar the orders are dated in."""
+    jalali_today = jdatetime.date.fromgregorian(date=today or dt.datetime.now(TEHRAN).date())
+    season = list(SEASONS)[(jalali_today.month - 1) // 3]
+    plans = (find_plan(f"{jalali_today.year}-{season}"), find_plan(f"{jalali_today.year}-presale"))
+    return tuple(plan for plan in plans if plan is not None)
 
 
 def find_car(plan: Plan, car_id: str) -> Car | None:
@@ -209,7 +221,7 @@ def _sales_blueprint(rp: RelyingParty) -> Blueprint:
         active = next((o for o in orders if o.status == "active"), None)
         return render_template(
             "plans.html",
-            catalogue=CATALOGUE,
+            catalogue=current_plans(),
             withdrawn=withdrawn,
             active=active,
             purchase_file=purchase_file_of(user),
@@ -220,7 +232,7 @@ def _sales_blueprint(rp: RelyingParty) -> Blueprint:
     @rp.login_required
     def order(plan_id: str, car_id: str) -> object:
         user = rp.current_user()
-        plan = find_plan(plan_id)
+        plan = next((plan for plan in current_plans() if plan.id == plan_id), None)  # no order for a past plan
         car = find_car(plan, car_id) if plan else None
         if car is None or not ButtonForm().validate_on_submit():
             abort(404 if car is None else 400)
@@ -247,16 +259,21 @@ def _sales_blueprint(rp: RelyingParty) -> Blueprint:
             abort(404)
         return order
 
-    @bp.post("/orders/<int:order_id>/cancel")
+    @bp.route("/orders/<int:order_id>/cancel", methods=["GET", "POST"])
     @rp.login_required
     def cancel(order_id: int) -> object:
+        """Cancelling asks first, on a page of its own (as withdrawing does): the car's place in the plan is lost."""
         order = active_order(rp.current_user(), order_id)
-        if not ButtonForm().validate_on_submit():
-            abort(400)
-        order.status, order.closed_at = "cancelled", dt.datetime.now(dt.UTC)
-        db.session.commit()
-        flash("سفارش لغو شد. اکنون می‌توانید خودروی دیگری از همین طرح انتخاب کنید.", "info")
-        return redirect(url_for("sales.plans"))
+        form = ButtonForm()
+        if request.method == "POST":
+            if not form.validate_on_submit():
+                abort(400)
+            order.status, order.closed_at = "cancelled", dt.datetime.now(dt.UTC)
+            db.session.commit()
+            flash("سفارش لغو شد. اکنون می‌توانید خودروی دیگری از همین طرح انتخاب کنید.", "info")
+            return redirect(url_for("sales.plans"))
+        plan, car = describe_order(order)
+        return render_template("cancel.html", form=form, order=order, plan=plan, car=car)
 
     @bp.route("/orders/<int:order_id>/withdraw", methods=["GET", "POST"])
     @rp.login_required

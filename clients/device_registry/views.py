@@ -25,6 +25,10 @@ OPERATORS = (
 )
 
 
+#: ``verified_claims.verification.trust_framework`` values and the registries that run them, as people name them.
+TRUST_FRAMEWORKS = {"ir_sabt_ahval": "سازمان ثبت احوال کشور"}
+
+
 def national_mobile(phone_number: str | None) -> str | None:
     """``+989121234567`` (E.164, as Hoviyat sends it) as Iranians write it: ``09121234567``."""
     if not phone_number:
@@ -185,6 +189,7 @@ def registry_blueprint(rp: RelyingParty) -> Blueprint:
             mobile=national_mobile(me().phone_number),
             national_id=verified_national_id(rp),
             verification=verification,
+            verified_by=TRUST_FRAMEWORKS.get(verification.get("trust_framework", ""), "مرجع ثبت هویت اشخاص"),
             verified_at=verified_at,
             verified_names=sorted(verified),
         )

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, redirect, url_for
 from flask_sqlalchemy import SQLAlchemy
 
 from .dates import jalali, persian_digits
@@ -42,4 +42,6 @@ def new_site(
     app.jinja_env.filters["jalali"] = jalali
     app.jinja_env.filters["jalali_iso"] = lambda iso: jalali(dt.date.fromisoformat(iso)) if iso else ""
     app.jinja_env.filters["fa"] = persian_digits
+    # The site's icon is static/favicon.svg, linked by its pages; browsers also ask for /favicon.ico unprompted.
+    app.add_url_rule("/favicon.ico", "favicon", lambda: redirect(url_for("static", filename="favicon.svg"), 301))
     return app, rp

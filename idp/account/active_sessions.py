@@ -11,13 +11,14 @@ from ..store import login_sessions as session_store
 from ..web.forms import ButtonForm
 from ..web.login_state import end_other_sessions, log_out, notify_sessions_ended
 from .blueprint import bp, login_required
+from .devices import device_of
 
 
 @bp.get("/account/sessions")
 @login_required
 def sessions() -> str:
-    live = session_store.live_sessions_of(g.login.user_id)
-    return render_template("account/sessions.html", sessions=live, current=g.login, form=ButtonForm())
+    rows = [{"session": s, "device": device_of(s.user_agent)} for s in session_store.live_sessions_of(g.login.user_id)]
+    return render_template("account/sessions.html", rows=rows, current=g.login, form=ButtonForm())
 
 
 @bp.post("/account/sessions/<session_id>/end")

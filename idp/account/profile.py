@@ -10,6 +10,7 @@ from .. import clock
 from ..auth.flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember
 from ..identity_registry import RegistryUnavailable
 from ..mail import MailUnavailable
+from ..oidc.claim_labels import trust_framework_name
 from ..ops.metrics import CODES_SENT
 from ..otp import CodeNotSent, consume_code, issue_code, withdraw_code
 from ..provider import current_provider
@@ -31,6 +32,7 @@ def home() -> str:
         user=user,
         login=g.login,
         jalali_birthdate=gregorian_to_jalali(user.birthdate),
+        checked_by=trust_framework_name(current_provider().config.identity.trust_framework),
         refresh_form=ButtonForm(),
         logout_form=ButtonForm(),
     )

@@ -1,4 +1,5 @@
-"""Each claim in plain words, for the consent page."""
+"""Each claim in plain words, for the consent page, and the trust frameworks identities are checked under by the
+names of the registries that run them."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ CLAIM_LABELS = {
 
 def claim_label(name: str) -> str:
     return str(CLAIM_LABELS.get(name, name))
+
+
+#: ``verified_claims.verification.trust_framework`` values (config ``identity.trust_framework``) and who runs each.
+TRUST_FRAMEWORK_NAMES = {
+    "ir_sabt_ahval": _l("National Organization for Civil Registration"),
+}
+
+
+def trust_framework_name(trust_framework: str) -> str | None:
+    """The registry's name in the reader's language; None for a framework without one here (never shown raw)."""
+    name = TRUST_FRAMEWORK_NAMES.get(trust_framework)
+    return str(name) if name is not None else None

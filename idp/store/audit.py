@@ -9,6 +9,7 @@ from flask import has_request_context, request
 from sqlalchemy import insert, select
 
 from .. import clock
+from ..audit_events import is_known_event
 from ..extensions import db
 from ..ops.metrics import count_audit_event
 from .models import AuditEvent
@@ -35,7 +36,9 @@ def write(row: dict[str, Any]) -> None:
 
 def event_row(event: str, *, user_id: str | None = None, client_id: str | None = None, **detail: Any) -> dict[str, Any]:
     """The audit row of an event, for a caller that writes it inside a statement of its own (then :func:`announce`
-    it once written)."""
+    it once written). ``event`` must be one of :data:`idp.audit_events.AUDIT_EVENTS`, which says what it means."""
+    if not is_known_event(event):
+        raise ValueError(f"audit event {event!r} has no description in idp.audit_events.AUDIT_EVENTS")
     return {
         "at": clock.now(),
         "event": event,

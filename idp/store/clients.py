@@ -271,6 +271,14 @@ def forget_cached_clients() -> None:
     current_provider().client_cache.clear()
 
 
+def client_names(client_ids: set[str]) -> dict[str, str]:
+    """The registered name of each of ``client_ids`` that is still registered, read in one query."""
+    if not client_ids:
+        return {}
+    rows = db.session.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(client_ids)))
+    return {client_id: name for client_id, name in rows}
+
+
 def list_clients() -> list[Client]:
     return list(db.session.scalars(select(Client).order_by(Client.created_at, Client.client_id)))
 

@@ -90,6 +90,15 @@ def jalali_today() -> str:
     return to_persian_digits(jdatetime.date.fromgregorian(date=today).strftime("%Y/%m/%d"))
 
 
+def assert_apart(page: Any, first: str, second: str, gap: float = 8) -> None:
+    """Two buttons side by side or one above the other, with room between them for a finger."""
+    a, b = page.locator(first).bounding_box(), page.locator(second).bounding_box()
+    assert a and b, (first, second)
+    apart = max(b["x"] - (a["x"] + a["width"]), a["x"] - (b["x"] + b["width"]),
+                b["y"] - (a["y"] + a["height"]), a["y"] - (b["y"] + b["height"]))  # fmt: skip
+    assert apart >= gap, f"{first} and {second} are {apart:.0f} px apart"
+
+
 class Phone:
     """The page of a phone's browser, with a screenshot and the same checks at every step."""
 
@@ -211,9 +220,21 @@ def test_single_sign_on_story(
     phone.step("carmaker-home-ordered", carmaker.base_url, "/")
     statuses = [s.strip() for s in page.locator("#orders td.status").all_inner_texts()]
     assert statuses == ["فعال"], statuses
-    car_name = next(c.name for plan in clients.carmaker.CATALOGUE for c in plan.cars if c.id == CAR_ID)
+    car_name = next(c.name for plan in clients.carmaker.current_plans() for c in plan.cars if c.id == CAR_ID)
     assert car_name in phone.text("#orders")
     assert to_persian_digits(SHEBA) in phone.text("#purchase-file-done")
+    assert_apart(page, "#cancel-order", "#withdraw")
+
+    # Cancelling and withdrawing each ask first; "back" leaves the order as it was.
+    for action, confirm in (("cancel-order", "#confirm-cancel"), ("withdraw", "#confirm-withdraw")):
+        phone.tap(f"#{action}")
+        path = urlsplit(page.url).path
+        assert re.fullmatch(r"/orders/\d+/(cancel|withdraw)", path), page.url
+        phone.step(f"carmaker-{action}-confirm", carmaker.base_url, path)
+        assert_apart(page, confirm, "#back")
+        phone.tap("#back")
+        phone.step(f"carmaker-{action}-back", carmaker.base_url, "/")
+        assert [s.strip() for s in page.locator("#orders td.status").all_inner_texts()] == ["فعال"]
 
     # 4. The device registry, same browser: Hoviyat asks only for consent, never for the password again.
     phone.open(registry.base_url + "/")
