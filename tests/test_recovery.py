@@ -542,9 +542,19 @@ def test_a_password_set_by_an_sms_reset_is_not_a_second_factor_in_that_session(a
     _verifier, challenge = pkce_pair()
     silent = authorization_params(rp_client, challenge, acr_values=LOA2, prompt="none")
     assert query_of(browser.client.get("/authorize", query_string=silent).location).get("error") == "login_required"
-    # The way on is a new login with the password (then a second factor), offered on the page.
+    # The way on is a new login with the password, then a second factor, offered on the page.
     again = parse_page(page_text(page)).links.get("link-log-in-again")
     assert again and query_of(again).get("tx") == tx
+    page = browser.submit(
+        browser.get(again), {"national_code": user.national_code, "password": NEW_PASSWORD}, field_name="password"
+    )
+    page = browser.second_factor_by_sms(page, app, user.mobile)
+    if page.status_code == 200 and b'name="decision"' in page.data:
+        page = browser.consent(page)
+    assert page.status_code == 302 and page.location.startswith(rp_client.redirect_uri)
+    token = exchange_code(browser.client, rp_client, query_of(page.location)["code"], verifier).get_json()
+    claims = decode(browser.client, token["id_token"])
+    assert (claims["acr"], claims["amr"]) == (LOA2, ["pwd", "sms"])
 
 
 def test_with_an_authenticator_app_the_sim_alone_cannot_reset_the_password(app, user):
