@@ -34,7 +34,12 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 # limits and the failed-login throttles would otherwise stop one load generator on one address within seconds.
 RAISED_LIMITS = {
     "limits": {"login_per_ip": "10000000 per minute", "token_per_ip": "10000000 per minute"},
-    "otp": {"per_mobile": "10000000 per hour", "per_ip": "10000000 per hour", "resend_interval": 1},
+    "otp": {
+        "per_mobile": "10000000 per hour",
+        "per_mobile_anonymous": "10000000 per hour",
+        "per_ip": "10000000 per hour",
+        "resend_interval": 1,
+    },
     "login": {
         "delay_after_failures": 1000000,
         "captcha_after_failures": 1000000,

@@ -101,6 +101,11 @@ class UIConfig:
 class LimitsConfig:
     login_per_ip: str = "30 per minute"
     token_per_ip: str = "600 per minute"
+    password_reset_per_ip: str = "60 per hour"
+    password_reset_per_account: str = "15 per hour"
+    mobile_change_per_ip: str = "20 per hour"
+    mobile_change_per_national_code: str = "5 per hour"
+    mobile_change_per_mobile: str = "5 per hour"
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,11 @@ class OtpConfig:
     max_tries: int = 5
     resend_interval: int = 60
     per_mobile: str = "5 per hour"
+    per_mobile_anonymous: str = "5 per hour"
     per_ip: str = "20 per hour"
+    captcha_after_failures: int = 20
+    max_delay: int = 900
+    failure_window: int = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -378,7 +387,8 @@ def validate(config: Config) -> None:
         raise ConfigError("identity.trust_framework", "must not be empty")
     from limits import parse_many
 
-    rates = [("limits", "login_per_ip"), ("limits", "token_per_ip"), ("otp", "per_mobile"), ("otp", "per_ip")]
+    rates = [("limits", f.name) for f in dataclasses.fields(LimitsConfig)]
+    rates += [("otp", "per_mobile"), ("otp", "per_mobile_anonymous"), ("otp", "per_ip")]
     for section, key in rates:
         try:
             parse_many(getattr(getattr(config, section), key))
@@ -424,8 +434,11 @@ def _validate_accounts(config: Config) -> None:
     otp = config.otp
     if not 6 <= otp.length <= 10:
         raise ConfigError("otp.length", "must be between 6 and 10 digits")
-    for key in ("ttl", "max_tries", "resend_interval"):
+    for key in ("ttl", "max_tries", "resend_interval", "max_delay", "failure_window"):
         _positive(config, "otp", key)
+    if not 1 <= otp.captcha_after_failures <= 100:
+        # NIST SP 800-63B section 5.2.2: at most 100 consecutive failures before another step is needed.
+        raise ConfigError("otp.captcha_after_failures", "must be between 1 and 100")
     keys = ("delay_after_failures", "max_delay", "captcha_after_failures", "ip_captcha_after_failures")
     for key in (*keys, "ip_delay_after_failures"):
         _positive(config, "login", key)

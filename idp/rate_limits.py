@@ -10,7 +10,8 @@ Addresses are counted by :func:`client_address`: an IPv4 address as it is, an IP
 since one subscriber line or host is routinely given a whole /64 and could otherwise pose as millions of
 addresses.
 
-Views take limits with the :func:`limited` decorator; other code asks :meth:`RateLimits.hit` (count one) or
+Views take limits with the :func:`limited` decorator, or :func:`charge_all` for limits keyed by what the request
+names (a national code, a number); other code asks :meth:`RateLimits.hit` (count one) or
 :meth:`RateLimits.hit_all` (count one against several limits, only when all of them still allow it).
 """
 
@@ -104,6 +105,17 @@ def charge_address(rate: str, scope: str) -> None:
     """Count this request against ``rate`` for its client address; raise :class:`RateLimited` when used up."""
     if not rate_limits().hit(rate, scope, client_address()):
         raise RateLimited(rate)  # counted in the metrics by the 429's error handler
+
+
+def charge_all(checks: Iterable[tuple[str, str, str]]) -> None:
+    """Count this request against every ``(rate, scope, key)``, only if all of them still allow it; raise
+    :class:`RateLimited` naming the first one used up."""
+    checks = list(checks)
+    counters = rate_limits()
+    used_up = next((rate for rate, scope, key in checks if not counters.allows(rate, scope, key)), None)
+    if used_up is None and counters.hit_all(checks):
+        return
+    raise RateLimited(used_up or checks[0][0])
 
 
 def limited(rate: Rate, scope: str, methods: Iterable[str] = ("POST",)) -> Callable[[Any], Any]:

@@ -31,8 +31,8 @@ from flask import Flask
 from flask_babel import force_locale, gettext
 from sqlalchemy import create_engine, select, text
 
+import idp.auth.flow
 import idp.auth.password_login
-import idp.auth.sms_login
 from idp import clock
 from idp.extensions import db
 from idp.store.connections import TRUSTED_FOR
@@ -474,16 +474,16 @@ def test_redis_outage_during_the_sms_code_step_of_login_lets_nobody_in(
     code = last_sms_code(app, user.mobile, "login")
 
     # Redis goes away once the code was used up, before the browser session learns of the login.
-    consume_code = idp.auth.sms_login.consume_code
+    claim_code = idp.auth.flow.claim_code
 
-    def redis_dies_after_the_code_is_used(*args: Any) -> bool:
-        used = consume_code(*args)
+    def redis_dies_after_the_code_is_used(*args: Any) -> int | None:
+        used = claim_code(*args)
         persistent_redis.kill()
         return used
 
-    monkeypatch.setattr(idp.auth.sms_login, "consume_code", redis_dies_after_the_code_is_used)
+    monkeypatch.setattr(idp.auth.flow, "claim_code", redis_dies_after_the_code_is_used)
     assert_unavailable_page(browser.submit(page, {"code": code}, field_name="code"))
-    monkeypatch.setattr(idp.auth.sms_login, "consume_code", consume_code)
+    monkeypatch.setattr(idp.auth.flow, "claim_code", claim_code)
 
     persistent_redis.start()
     assert not is_logged_in(browser)  # the browser's session, kept by Redis, never got the login

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -21,20 +22,28 @@ from flask import Flask
 from sqlalchemy import func, select
 
 import idp.auth.password_login as password_login
+from idp import clock
 from idp.extensions import db
-from idp.store.models import AuditEvent
+from idp.store.models import AuditEvent, User
 
 from .helpers import (
+    REDIRECT_URI,
     Browser,
     UserInfo,
     captcha_answer,
+    create_test_client,
     create_test_user,
     english_browser,
     field_error,
     find_form,
+    last_sms_code,
     page_text,
     valid_national_code,
 )
+from .test_mobile_change import NEW_MOBILE, NEW_MOBILE_TYPED, give_second_mobile, mobile_of
+from .test_step_up import enrol_totp, totp_code
+from .test_step_up import password_login as log_in_with_password
+from .test_step_up import start as start_authorization
 
 WRONG = "The national code or the password is not correct."
 UNKNOWN_NATIONAL_CODE = valid_national_code("987654321")
@@ -398,3 +407,129 @@ def test_many_failures_from_one_address_space_its_attempts(app_with):
     time.sleep(2.1)
     page = attempt(browser, refused, valid_national_code("666666661"), "wrong password")
     assert field_error(page, "password") == WRONG
+
+
+# -- every password check asks for the CAPTCHA that /login asks for (issue 19, item 5) --------------------------
+
+
+def post_form(browser: Browser, page: Any, action: str, values: dict[str, str], captcha: str | None) -> Any:
+    """Post the form of ``page`` whose action contains ``action``, with the CAPTCHA answer or without the field."""
+    form = find_form(page_text(page), action_contains=action)
+    data = {**form.fields, **values}
+    data.pop("captcha", None)
+    if captcha is not None:
+        data["captcha"] = captcha
+    return browser.post(urljoin(page.request.path, form.action), data)
+
+
+def make_login_ask_for_a_captcha(app: Flask, user: UserInfo) -> None:
+    """An attacker's wrong passwords at /login, until the login page asks for a CAPTCHA for the account."""
+    attacker = english_browser(app, ip="10.66.66.66")
+    page = attacker.get("/login")
+    for _ in range(app.extensions["idp"].config.login.captcha_after_failures + 1):
+        if shows_captcha(page):
+            return
+        page = attempt(attacker, page, user.national_code, "a wrong guess")
+    assert shows_captcha(page)
+
+
+def reached_the_relying_party(response: Any) -> bool:
+    return (response.status_code == 302 and response.location.startswith(REDIRECT_URI)) or (
+        response.status_code == 200 and 'name="decision"' in page_text(response)
+    )
+
+
+def _mobile_change(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
+    give_second_mobile(app, user)
+    owner = english_browser(app)
+    page = owner.get("/mobile/change")
+    values = {"national_code": user.national_code, "mobile": NEW_MOBILE_TYPED, "captcha": captcha_answer(app, owner)}
+    page = owner.submit(page, values, action_contains="/mobile/change")
+    assert page.request.path == "/mobile/change/confirm"
+    code = last_sms_code(app, NEW_MOBILE, "change_mobile")
+    return (
+        owner,
+        page,
+        "/mobile/change/confirm",
+        {"code": code, "password": user.password},
+        (lambda response: mobile_of(app, user) == NEW_MOBILE),
+    )
+
+
+def _step_up_password(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
+    owner = english_browser(app)
+    page = owner.get("/login/sms")
+    values = {"national_code": user.national_code, "captcha": captcha_answer(app, owner)}
+    page = owner.submit(page, values, action_contains="/login/sms")
+    page = owner.submit(page, {"code": last_sms_code(app, user.mobile, "login")}, field_name="code")
+    assert page.request.path == "/", field_error(page, "code")
+    page, _params, _verifier = start_authorization(owner, rp, acr_values="urn:hoviyat:loa:2")
+    return owner, page, "/login/second-factor", {"password": user.password}, reached_the_relying_party
+
+
+def _step_up_app(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
+    owner = english_browser(app)
+    log_in_with_password(owner, user)
+    secret, _codes = enrol_totp(owner)
+    clock.advance(30)
+    page, _params, _verifier = start_authorization(owner, rp, acr_values="urn:hoviyat:loa:2")
+    return owner, page, "/login/second-factor", {"code": totp_code(secret)}, reached_the_relying_party
+
+
+def _account_password(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
+    owner = english_browser(app)
+    log_in_with_password(owner, user)
+    new = "another good passphrase 9"
+    values = {"current_password": user.password, "password": new, "password_confirm": new}
+    return (
+        owner,
+        owner.get("/account/password"),
+        "/account/password",
+        values,
+        (lambda response: response.request.path == "/"),
+    )
+
+
+def _totp_disable(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
+    owner = english_browser(app)
+    log_in_with_password(owner, user)
+    enrol_totp(owner)
+
+    def turned_off(response: Any) -> bool:
+        with app.app_context():
+            return db.session.get(User, user.id).totp_enabled_at is None
+
+    return (
+        owner,
+        owner.get("/account/two-factor"),
+        "/account/two-factor/disable",
+        {"password": user.password},
+        turned_off,
+    )
+
+
+SECRET_CHECKS = {
+    "mobile-change": _mobile_change,
+    "step-up-password": _step_up_password,
+    "step-up-app": _step_up_app,
+    "account-password": _account_password,
+    "authenticator-off": _totp_disable,
+}
+
+
+@pytest.mark.parametrize("where", list(SECRET_CHECKS))
+def test_every_password_check_asks_for_the_captcha_login_asks_for(captcha_app, where):
+    """The review's attack: once /login asks a CAPTCHA for the account, step 2 of the mobile change still
+    confirmed a correct password without one. Every page that checks a password (or an app code) of the account
+    now asks for it and checks it."""
+    app = captcha_app
+    user = create_test_user(app)
+    rp = create_test_client(app)
+    owner, page, action, values, done = SECRET_CHECKS[where](app, user, rp)
+    make_login_ask_for_a_captcha(app, user)
+
+    refused = post_form(owner, page, action, values, captcha=None)
+    assert not done(refused)
+    assert "captcha" in find_form(page_text(refused), action_contains=action).fields  # the page now asks for it
+    accepted = post_form(owner, refused, action, values, captcha=captcha_answer(app, owner))
+    assert done(accepted), (accepted.status_code, accepted.request.path, page_text(accepted)[:1500])

@@ -24,6 +24,7 @@ from .helpers import (
     ClientInfo,
     UserInfo,
     add_registry_person,
+    browser_for,
     captcha_answer,
     create_test_user,
     english_browser,
@@ -36,6 +37,7 @@ from .helpers import (
     page_text,
     registry_path,
     sms_outbox,
+    valid_national_code,
 )
 
 OLD_MOBILE = "+989121234567"  # the default test user's
@@ -173,14 +175,16 @@ def test_sms_login_codes_go_to_the_new_number_after_the_change(app, user):
     [STRANGERS_MOBILE, "09131234567", "+989001112233"],
     ids=["anothers-number", "anothers-number-domestic", "unregistered-number"],
 )
-def test_new_mobile_not_in_the_users_name_is_refused(app, user, mobile):
+def test_new_mobile_not_in_the_users_name_gets_no_code_and_changes_nothing(app, user, mobile):
     browser = english_browser(app)
     page = start(browser, user.national_code, mobile)
-    assert page.status_code == 200 and page.request.path == "/mobile/change"
-    assert field_error(page, "mobile") == "This mobile number is not registered in the name of this national code."
+    assert page.status_code == 200 and page.request.path == "/mobile/change/confirm"  # the same answer as an owner's
     assert sms_outbox(app) == []
-    assert browser.client.get("/mobile/change/confirm").status_code in (302, 303)  # no step two
+    for code in ("000000", "123456"):
+        page = confirm(browser, page, code, user.password)
+        assert field_error(page, "code") and page.request.path == "/mobile/change/confirm"
     assert mobile_of(app, user) == OLD_MOBILE
+    assert not is_logged_in(browser)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +217,6 @@ def test_registry_down_says_try_again_later(app_with, how):
     assert page.status_code == 200 and page.request.path == "/mobile/change"
     message = " ".join(filter(None, [field_error(page, "mobile"), field_error(page, "national_code")]))
     assert re.search(r"try again", message, re.I), page_text(page)[:3000]
-    assert "not registered in the name" not in message  # not blamed on the user
     assert sms_outbox(app) == []
     assert mobile_of(app, user) == OLD_MOBILE
 
@@ -371,3 +374,65 @@ def test_failed_logins_by_someone_else_do_not_keep_the_owner_from_changing_the_n
             break
     assert page.request.path == "/", field_error(page, "password")
     assert mobile_of(app, user) == NEW_MOBILE
+
+
+# -- no registry oracle (issue 19, item 4) -------------------------------------------------------------------
+
+
+def answer_of(page: Any) -> tuple[int, str, str]:
+    """What step one answered, without what differs by the number typed (its digits) or by request (CSRF)."""
+    body = re.sub(r'name="csrf_token"[^>]*value="[^"]*"', 'name="csrf_token"', page_text(page))
+    return page.status_code, page.request.path, re.sub(r"[0-9\u06f0-\u06f9]", "#", body)
+
+
+def test_step_one_answers_alike_whether_or_not_the_number_is_the_national_codes(app, user):
+    """The review's oracle: "not registered to this national code" against a redirect told anyone, for a CAPTCHA,
+    whether a number belongs to a national code."""
+    give_second_mobile(app, user)
+    owned = start(english_browser(app), user.national_code, NEW_MOBILE_TYPED)
+    not_owned = start(english_browser(app), user.national_code, "09131234567")
+    assert answer_of(owned) == answer_of(not_owned)
+    assert owned.request.path == "/mobile/change/confirm"
+    assert [m["to"] for m in sms_outbox(app)] == [NEW_MOBILE]
+
+
+def test_registry_people_without_an_account_get_no_text(app, user):
+    person = valid_national_code("004455667")
+    add_registry_person(app, person, "1985-06-01", ["+989351230000"])
+    with_account = start(english_browser(app), user.national_code, "09131234567")
+    without_account = start(english_browser(app), person, "09351230000")
+    assert answer_of(with_account) == answer_of(without_account)
+    assert sms_outbox(app) == []
+
+
+@pytest.mark.parametrize("limit", ["ip", "national_code", "mobile"])
+def test_step_one_is_limited_per_address_national_code_and_mobile(app_with, limit):
+    """Each limit holds on its own: the requests change the other two of address, national code and number."""
+    app = app_with(
+        limits={f"mobile_change_per_{name}": "3 per hour" if name == limit else "100 per hour" for name in LIMITED}
+    )
+    answers = []
+    for n in range(4):
+        browser = browser_for(app, language="en", ip="198.51.100.7" if limit == "ip" else f"198.51.100.{n + 10}")
+        national_code = valid_national_code("001000001" if limit == "national_code" else f"00{n + 1}000001")
+        mobile = "09351230001" if limit == "mobile" else f"0935123000{n + 2}"
+        page = browser.get("/mobile/change")
+        form = find_form(page_text(page), action_contains="/mobile/change")
+        values = {**form.fields, "national_code": national_code, "mobile": mobile}
+        answers.append(browser.client.post("/mobile/change", data=values).status_code)
+    assert 429 not in answers[:3] and answers[3] == 429, answers  # (one number: "sent a moment ago" before)
+
+
+LIMITED = ("ip", "national_code", "mobile")
+
+
+def test_step_one_counts_an_ipv6_network_as_one_address(app_with):
+    app = app_with(limits={"mobile_change_per_ip": "2 per hour"})
+    answers = []
+    for n in range(3):
+        browser = browser_for(app, language="en", ip=f"2001:db8:1:2::{n + 1}")
+        page = browser.get("/mobile/change")
+        form = find_form(page_text(page), action_contains="/mobile/change")
+        values = {**form.fields, "national_code": valid_national_code(f"00{n + 1}000001"), "mobile": f"0935123000{n}"}
+        answers.append(browser.client.post("/mobile/change", data=values).status_code)
+    assert answers == [303, 303, 429]

@@ -49,8 +49,9 @@ def store_records(app) -> dict[str, str]:
     return records
 
 
-def issue(purpose: str = "register", target: str = MOBILE, ip: str | None = IP) -> str:
-    code, sent = issue_code(purpose, target, ip)
+def issue(purpose: str = "register", target: str = MOBILE, ip: str | None = IP, verified: bool = True) -> str:
+    """A code as the owner asks for one (a solved CAPTCHA, or logged in); ``verified=False``: as anyone else."""
+    code, sent = issue_code(purpose, target, ip, verified=verified)
     assert sent.target == target
     return code
 
@@ -260,6 +261,20 @@ def test_hourly_cap_per_mobile(app_with):
             issue("reset", MOBILE, "198.51.100.3")
         assert raised.value.reason == "hourly_limit"
         issue("reset", OTHER_MOBILE, "198.51.100.3")  # another number is not held back
+
+
+def test_strangers_and_the_owner_have_separate_hourly_budgets(app_with):
+    app = app_with(otp={"per_mobile": "2 per hour", "per_mobile_anonymous": "1 per hour"})
+    with app.app_context():
+        issue("login", MOBILE, "198.51.100.1", verified=False)
+        with pytest.raises(CodeNotSent) as raised:
+            issue("reset", MOBILE, "198.51.100.2", verified=False)
+        assert (raised.value.reason, raised.value.anonymous) == ("hourly_limit", True)
+        issue("reset", MOBILE, "198.51.100.3")  # the owner's budget is whole
+        issue("register", MOBILE, "198.51.100.4")
+        with pytest.raises(CodeNotSent) as raised:
+            issue("step_up", MOBILE, "198.51.100.5")
+        assert (raised.value.reason, raised.value.anonymous) == ("hourly_limit", False)
 
 
 def test_hourly_cap_per_ip(app_with):

@@ -8,6 +8,7 @@ password.reset. An unknown national code gets the same pages and wording, and no
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from limits import parse
 from sqlalchemy import select
 
 from idp import clock
@@ -28,6 +30,7 @@ from .helpers import (
     UserInfo,
     authorization_params,
     create_test_client,
+    create_test_user,
     english_browser,
     exchange_code,
     field_error,
@@ -42,6 +45,7 @@ from .helpers import (
     sms_outbox,
     valid_national_code,
 )
+from .test_step_up import enrol_totp, password_login, totp_code
 
 LOA1 = "urn:hoviyat:loa:1"
 NEW_PASSWORD = "a brand new passphrase 7"
@@ -344,3 +348,259 @@ def test_reset_page_without_a_started_recovery_goes_back_to_the_start(app):
     response = english_browser(app).client.get("/password/reset")
     assert response.status_code in (302, 303)
     assert response.location.split("?")[0].endswith("/password/forgot")
+
+
+# -- an attacker without the code learns nothing about the account (issue 19, item 1) --------------------
+
+PROBES = {"short": "abc", "birthdate": "1990-03-21", "mobile": "09121234567", "national-code": "0012345679"}
+
+
+def wrong_code_for(app: Flask, user: UserInfo) -> str:
+    """A code that is not the one texted to ``user`` for the reset (any code, when none was texted)."""
+    texted = [m["code"] for m in sms_outbox(app) if m["to"] == user.mobile and m["purpose"] == "reset"]
+    return f"{(int(texted[-1]) + 1) % 1_000_000:06d}" if texted else "000000"
+
+
+def reset_form_values(page: Any, **values: str) -> dict[str, str]:
+    form = find_form(page_text(page), action_contains="/password/reset")
+    return {**form.fields, **values}
+
+
+@pytest.mark.parametrize("password", list(PROBES.values()), ids=list(PROBES))
+def test_reset_reveals_nothing_about_the_account_before_a_correct_code(app, user, password):
+    """``password=abc`` or the birth date with a wrong code: the same answer for an account and for none, and
+    no password rule is judged before the code is right."""
+    answers = []
+    for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
+        browser = english_browser(app)
+        page = ask_for_code(browser, national_code)
+        failed = reset(browser, page, wrong_code_for(app, user), password)
+        answers.append(
+            (
+                failed.status_code,
+                failed.request.path,
+                field_error(failed, "code"),
+                field_error(failed, "password"),
+                visible_page(failed),
+            )
+        )
+    assert answers[0] == answers[1]
+    assert answers[0][2] == WRONG_CODE and answers[0][3] is None
+
+
+def test_every_reset_attempt_spends_one_of_the_codes_tries(app, user):
+    browser = english_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    right, wrong = last_sms_code(app, user.mobile, "reset"), wrong_code_for(app, user)
+    weak = list(WEAK_PASSWORDS.values())
+    for attempt in range(app.extensions["idp"].config.otp.max_tries):
+        page = reset(browser, page, wrong, weak[attempt % len(weak)])
+        assert (field_error(page, "code"), field_error(page, "password")) == (WRONG_CODE, None), attempt
+    used_up = reset(browser, page, right, NEW_PASSWORD)
+    assert field_error(used_up, "code") == WRONG_CODE
+    assert not is_logged_in(browser)
+    assert can_log_in(app, user.national_code, user.password)
+
+
+@pytest.mark.parametrize("whose", ["account", "no-account"])
+def test_birth_date_search_is_stopped_by_the_per_account_limit(app, user, whose):
+    """The review's attack: 553 birth dates as the password, each with a wrong code. No answer says anything
+    about the birth date, and the per-account limit stops the search after the same number of requests for an
+    account and for none."""
+    national_code = user.national_code if whose == "account" else UNKNOWN_NATIONAL_CODE
+    browser = english_browser(app)
+    page = ask_for_code(browser, national_code)
+    values = reset_form_values(page, code=wrong_code_for(app, user))
+    first = dt.date(1989, 9, 1)
+    limited_at = None
+    for number in range(1, 554):
+        guess = (first + dt.timedelta(days=number - 1)).isoformat()
+        response = browser.client.post("/password/reset", data={**values, "password": guess, "password_confirm": guess})
+        if response.status_code == 429:
+            limited_at = number
+            break
+        assert response.status_code == 200 and field_error(response, "password") is None, guess
+        assert field_error(response, "code") == WRONG_CODE, guess
+    assert limited_at is not None, "553 guesses and no limit"
+    assert limited_at == parse(app.extensions["idp"].config.limits.password_reset_per_account).amount + 1
+    assert response.headers.get("Retry-After")
+
+
+def test_reset_costs_the_same_store_operations_and_hmacs_for_an_unknown_national_code(app, user, monkeypatch):
+    """Timing: a wrong code costs the same work whether or not the national code has an account (the same store
+    operations, one HMAC, no Argon2, no registry call)."""
+    import idp.otp
+    import idp.passwords
+
+    provider = app.extensions["idp"]
+    calls: list[str] = []
+
+    def counting(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = args[0] if name.startswith("store.") else ""
+            calls.append(f"{name}:{key.split(':')[0]}")
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("get", "put", "add", "incr", "consume", "delete"):
+        monkeypatch.setattr(provider.store, name, counting(f"store.{name}", getattr(provider.store, name)))
+    monkeypatch.setattr(idp.otp, "keyed_hash", counting("hmac", idp.otp.keyed_hash))
+    monkeypatch.setattr(idp.passwords, "_on_argon2_thread", counting("argon2", idp.passwords._on_argon2_thread))
+    for name in ("mobile_belongs_to", "find_person"):
+        monkeypatch.setattr(provider.registry, name, counting(f"registry.{name}", getattr(provider.registry, name)))
+
+    work = []
+    for national_code in (user.national_code, UNKNOWN_NATIONAL_CODE):
+        browser = english_browser(app)
+        page = ask_for_code(browser, national_code)
+        values = reset_form_values(page, code=wrong_code_for(app, user), password="abc", password_confirm="abc")
+        calls.clear()
+        assert browser.client.post("/password/reset", data=values).status_code == 200
+        work.append(list(calls))
+    assert work[0] == work[1]
+    assert "hmac:" in work[0]
+    assert not [call for call in work[0] if call.startswith(("argon2", "registry"))]
+
+
+def test_a_refused_new_password_keeps_the_verified_code(app, user):
+    browser = english_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    failed = reset(browser, page, last_sms_code(app, user.mobile, "reset"), "abc")
+    assert field_error(failed, "password") and field_error(failed, "code") is None
+    assert "code" not in find_form(page_text(failed), action_contains="/password/reset").fields  # no new code
+    done = browser.submit(
+        failed, {"password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}, action_contains="/password/reset"
+    )
+    assert done.request.path == "/", (field_error(done, "code"), field_error(done, "password"))
+    assert can_log_in(app, user.national_code, NEW_PASSWORD)
+
+
+def test_a_verified_code_counts_only_for_its_recovery_and_until_it_expires(app, user):
+    other = create_test_user(app, national_code=valid_national_code("001122334"), mobile="+989351112233")
+    browser = english_browser(app)
+    page = ask_for_code(browser, user.national_code)
+    reset(browser, page, last_sms_code(app, user.mobile, "reset"), "abc")
+    # A recovery of another account in the same browser starts without a verified code.
+    page = ask_for_code(browser, other.national_code)
+    assert "code" in find_form(page_text(page), action_contains="/password/reset").fields
+    refused = browser.client.post(
+        "/password/reset", data=reset_form_values(page, password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)
+    )
+    assert field_error(refused, "code") and not is_logged_in(browser)
+    assert can_log_in(app, other.national_code, other.password)
+
+    # A verified code lapses when the code would have expired.
+    third = create_test_user(app, national_code=valid_national_code("002233445"), mobile="+989351112244")
+    browser = english_browser(app)
+    page = ask_for_code(browser, third.national_code)
+    failed = reset(browser, page, last_sms_code(app, third.mobile, "reset"), "abc")
+    assert "code" not in find_form(page_text(failed), action_contains="/password/reset").fields
+    clock.advance(app.extensions["idp"].config.otp.ttl + 1)
+    page = browser.get("/password/reset")
+    assert "code" in find_form(page_text(page), action_contains="/password/reset").fields
+    refused = browser.client.post(
+        "/password/reset", data=reset_form_values(page, password=NEW_PASSWORD, password_confirm=NEW_PASSWORD)
+    )
+    assert field_error(refused, "code") and not is_logged_in(browser)
+
+
+# -- recovery does not get past a second factor (issue 19, item 2; ASVS 5.0 section 6.4.3) ------------------
+
+LOA2 = "urn:hoviyat:loa:2"
+
+
+def csrf_token_of(browser: Browser) -> str:
+    return find_form(page_text(browser.get("/password/forgot")), action_contains="/password/forgot").fields[
+        "csrf_token"
+    ]
+
+
+def test_a_password_set_by_an_sms_reset_is_not_a_second_factor_in_that_session(app, user, rp_client):
+    """The review's attack: with the SIM alone, reset the password, then pass the step-up with that password.
+    The ID token must not say loa:2 with amr ["sms", "pwd"]: both came from the SIM."""
+    browser = english_browser(app)
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge, acr_values=LOA2)
+    login_page = browser.authorize(params)
+    tx = query_of(login_page.request.url)["tx"]
+    page = browser.get(parse_page(page_text(login_page)).links["link-forgot-password"])
+    page = browser.submit(page, {"national_code": user.national_code}, action_contains="/password/forgot")
+    page = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
+    assert page.status_code == 200 and page.request.path == "/login/second-factor"
+    assert 'name="password"' not in page_text(page)  # the password just chosen is not offered
+
+    answer = browser.post(
+        f"/login/second-factor?method=pwd&tx={tx}",
+        {"csrf_token": csrf_token_of(browser), "tx": tx, "password": NEW_PASSWORD},
+    )
+    if answer.status_code == 302 and answer.location.startswith(rp_client.redirect_uri):
+        token = exchange_code(browser.client, rp_client, query_of(answer.location)["code"], verifier).get_json()
+        claims = decode(browser.client, token["id_token"])
+        assert claims["acr"] != LOA2, claims["amr"]
+    # The session is still one factor: a loa:2 request without interaction is refused.
+    _verifier, challenge = pkce_pair()
+    silent = authorization_params(rp_client, challenge, acr_values=LOA2, prompt="none")
+    assert query_of(browser.client.get("/authorize", query_string=silent).location).get("error") == "login_required"
+    # The way on is a new login with the password, then a second factor, offered on the page.
+    again = parse_page(page_text(page)).links.get("link-log-in-again")
+    assert again and query_of(again).get("tx") == tx
+    page = browser.submit(
+        browser.get(again), {"national_code": user.national_code, "password": NEW_PASSWORD}, field_name="password"
+    )
+    page = browser.second_factor_by_sms(page, app, user.mobile)
+    if page.status_code == 200 and b'name="decision"' in page.data:
+        page = browser.consent(page)
+    assert page.status_code == 302 and page.location.startswith(rp_client.redirect_uri)
+    token = exchange_code(browser.client, rp_client, query_of(page.location)["code"], verifier).get_json()
+    claims = decode(browser.client, token["id_token"])
+    assert (claims["acr"], claims["amr"]) == (LOA2, ["pwd", "sms"])
+
+
+def test_with_an_authenticator_app_the_sim_alone_cannot_reset_the_password(app, user):
+    owner = english_browser(app)
+    password_login(owner, user)
+    secret, _codes = enrol_totp(owner)
+
+    attacker = english_browser(app)
+    page = ask_for_code(attacker, user.national_code)
+    page = reset(attacker, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
+    assert page.status_code == 200 and page.request.path == "/password/reset/second-factor"
+    assert "code" in find_form(page_text(page), action_contains="/password/reset/second-factor").fields
+    wrong = f"{(int(totp_code(secret)) + 1) % 1_000_000:06d}"
+    refused = attacker.submit(page, {"code": wrong}, action_contains="/password/reset/second-factor")
+    assert field_error(refused, "code")
+    for skipped in ("/password/reset", "/"):
+        attacker.get(skipped)
+    assert not is_logged_in(attacker)
+    assert audit_events(app, "password.reset") == []
+    assert can_log_in(app, user.national_code, user.password)
+    assert not can_log_in(app, user.national_code, NEW_PASSWORD)
+
+
+@pytest.mark.parametrize("second", ["app", "recovery-code"])
+def test_with_an_authenticator_app_recovery_asks_for_it_too(app, user, rp_client, second):
+    owner = english_browser(app)
+    password_login(owner, user)
+    secret, codes = enrol_totp(owner)
+    clock.advance(30)  # the enrolment code's time step is spent
+
+    browser = english_browser(app)
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp_client, challenge)
+    login_page = browser.authorize(params)
+    page = browser.get(parse_page(page_text(login_page)).links["link-forgot-password"])
+    page = browser.submit(page, {"national_code": user.national_code}, action_contains="/password/forgot")
+    page = reset(browser, page, last_sms_code(app, user.mobile, "reset"), NEW_PASSWORD)
+    assert page.request.path == "/password/reset/second-factor"
+    code = totp_code(secret) if second == "app" else codes[0]
+    page = browser.submit(page, {"code": code}, action_contains="/password/reset/second-factor")
+    if page.status_code == 200 and b'name="decision"' in page.data:
+        page = browser.consent(page)
+    assert page.status_code == 302 and page.location.startswith(rp_client.redirect_uri), field_error(page, "code")
+    response = exchange_code(browser.client, rp_client, query_of(page.location)["code"], verifier)
+    claims = decode(browser.client, response.get_json()["id_token"])
+    assert claims["amr"] == ["sms", "otp"]
+    assert claims["acr"] == LOA1  # two things held, nothing known: still one kind of factor
+    assert can_log_in(app, user.national_code, NEW_PASSWORD)
+    assert [e.user_id for e in audit_events(app, "password.reset")] == [user.id]

@@ -24,6 +24,7 @@ from .helpers import (
     ClientInfo,
     UserInfo,
     authorization_params,
+    captcha_answer,
     create_test_user,
     english_browser,
     exchange_code,
@@ -352,3 +353,78 @@ def test_sms_start_form_keeps_the_pending_request_after_an_error(app, rp_client:
     assert field_error(bad, "national_code")
     assert find_form(page_text(bad), action_contains="/login/sms").fields.get("tx") == tx
     assert sms_outbox(app) == []
+
+
+# -- long-run limits of SMS codes (issue 19, item 9) -----------------------------------------------------------
+
+
+def start_with_captcha(app: Flask, browser: Browser, national_code: str) -> Any:
+    page = browser.get("/login/sms")
+    values = {"national_code": national_code, "captcha": captcha_answer(app, browser)}
+    return browser.submit(page, values, action_contains="/login/sms")
+
+
+def code_attempt(browser: Browser, page: Any, code: str, captcha: str | None = None) -> Any:
+    form = find_form(page_text(page), action_contains="/login/sms/verify")
+    values = {**form.fields, "code": code}
+    values.pop("captcha", None)
+    if captcha is not None:
+        values["captcha"] = captcha
+    return browser.post(form.action, values)
+
+
+@pytest.mark.slow
+def test_consecutive_wrong_codes_then_every_check_needs_a_captcha_and_a_wait(app_with):
+    """NIST SP 800-63B 5.2.2: at most 100 consecutive failures before another step. After
+    otp.captcha_after_failures (20) wrong codes in a row for the account, a code is checked only with a solved
+    CAPTCHA, and each further check waits longer; the right code still works in the end (no lock)."""
+    app = app_with(captcha={"enabled": True}, otp={"max_tries": 40})
+    user = create_test_user(app)
+    browser = english_browser(app)
+    page = start_with_captcha(app, browser, user.national_code)
+    right = last_sms_code(app, user.mobile, "login")
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    for attempt in range(20):
+        page = code_attempt(browser, page, wrong)
+        assert field_error(page, "code") == WRONG_CODE, attempt
+
+    refused = code_attempt(browser, page, right)  # the right code, without a CAPTCHA: not even checked
+    assert not is_logged_in(browser)
+    assert "captcha" in find_form(page_text(refused), action_contains="/login/sms/verify").fields
+    wrong_again = code_attempt(browser, refused, wrong, captcha=captcha_answer(app, browser))
+    assert field_error(wrong_again, "code") == WRONG_CODE
+    waiting = code_attempt(browser, wrong_again, right, captcha=captcha_answer(app, browser))
+    assert re.search(r"Wait \d+ seconds", field_error(waiting, "code") or ""), field_error(waiting, "code")
+    assert not is_logged_in(browser)
+
+    time.sleep(2.1)
+    done = code_attempt(browser, waiting, right, captcha=captcha_answer(app, browser))
+    assert done.request.path == "/" and is_logged_in(browser), field_error(done, "code")
+
+
+@pytest.mark.slow
+def test_a_strangers_requests_for_codes_do_not_use_up_the_owners(app_with):
+    """The review's lock-out: about five requests an hour from a stranger left the owner without a code for an
+    hour. A stranger's requests (no CAPTCHA solved, not logged in: the "send again" button) spend a budget of
+    their own; the owner, solving the CAPTCHA, still gets a code."""
+    app = app_with(captcha={"enabled": True}, otp={"resend_interval": 1})
+    user = create_test_user(app)
+    stranger = english_browser(app, ip="203.0.113.66")
+    page = start_with_captcha(app, stranger, user.national_code)
+    refused = None
+    for _ in range(8):
+        time.sleep(1.05)
+        page = stranger.submit(page, {}, action_contains="/login/sms/resend")
+        if any("Too many codes" in message for message in flashes(page)):
+            refused = page
+            break
+    assert refused is not None, "the stranger's requests have no budget"
+    sent = len(outbox_for(app, user.mobile, "login"))
+
+    owner = english_browser(app, ip="198.51.100.20")
+    page = start_with_captcha(app, owner, user.national_code)
+    assert_code_page(page)
+    assert field_error(page, "national_code") is None
+    assert len(outbox_for(app, user.mobile, "login")) == sent + 1
+    done = enter_code(owner, page, last_sms_code(app, user.mobile, "login"))
+    assert done.request.path == "/" and is_logged_in(owner)

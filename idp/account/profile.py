@@ -7,12 +7,21 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 from flask_babel import gettext
 
 from .. import clock
-from ..auth.flow import code_not_sent_message, forget, recall, registry_unavailable_message, remember
+from ..auth.flow import (
+    captcha_due,
+    check_code_attempt,
+    code_not_sent_message,
+    forget,
+    recall,
+    registry_unavailable_message,
+    remember,
+    shown_with_captcha_if_due,
+)
 from ..identity_registry import RegistryUnavailable
 from ..mail import MailUnavailable
 from ..oidc.claim_labels import trust_framework_name
 from ..ops.metrics import CODES_SENT
-from ..otp import CodeNotSent, consume_code, issue_code, withdraw_code
+from ..otp import CodeNotSent, issue_code, withdraw_code
 from ..provider import current_provider
 from ..rate_limits import client_address
 from ..rules.birthdate import gregorian_to_jalali
@@ -76,7 +85,8 @@ def email() -> Response | str:
     if form.validate_on_submit():
         address = form.email.data
         try:
-            code, _sent = issue_code("verify_email", address, client_address())
+            # The owner, logged in: the owner's budget for the address (idp.otp).
+            code, _sent = issue_code("verify_email", address, client_address(), verified=True)
             subject = gettext("Your Hoviyat email code")
             text = gettext("Your code to confirm this email address for Hoviyat: %(code)s", code=code)
             try:
@@ -98,9 +108,10 @@ def email_verify() -> Response | str:
     state = recall(EMAIL_FLOW)
     if state is None:
         return redirect(url_for("account.email"))
-    form = CodeForm()
+    form = CodeForm(show_captcha=captcha_due(code_target=state["email"]))
     if form.validate_on_submit():
-        if consume_code("verify_email", state["email"], form.code.data):
+        error = check_code_attempt("verify_email", state["email"], form.code.data, form.shows_captcha)
+        if error is None:
             user = g.login.user
             user.email, user.email_verified, user.updated_at = state["email"], True, clock.now()
             audit.record("email.verified", user_id=user.id)
@@ -108,7 +119,8 @@ def email_verify() -> Response | str:
             forget(EMAIL_FLOW)
             flash(gettext("Your email address is confirmed."), "info")
             return redirect(url_for("account.home"), 303)
-        form.code.errors = [gettext("The code is not correct or has expired.")]
+        form.code.errors = [error]
+        form = shown_with_captcha_if_due(form, code_target=state["email"])
     return render_template("account/email_verify.html", form=form, email=state["email"])
 
 

@@ -6,6 +6,7 @@ from flask import Response, flash, g, redirect, render_template, session, url_fo
 from flask_babel import gettext
 
 from .. import totp
+from ..auth.flow import captcha_due, shown_with_captcha_if_due
 from ..auth.password_login import check_password_attempt
 from ..passwords import hash_password
 from ..rules import InvalidInput
@@ -22,11 +23,12 @@ ENROLMENT = "totp_enrolment"
 @login_required
 def change_password() -> Response | str:
     user = g.login.user
-    form = ChangePasswordForm()
+    form = ChangePasswordForm(show_captcha=captcha_due(national_code=user.national_code))
     if form.validate_on_submit():
-        person, error = check_password_attempt(user.national_code, form.current_password.data, captcha_solved=None)
+        person, error = check_password_attempt(user.national_code, form.current_password.data, form.shows_captcha)
         if person is None or person.id != user.id:
             form.current_password.errors = [error or gettext("The password is not correct.")]
+            form = shown_with_captcha_if_due(form, national_code=user.national_code)
         else:
             try:
                 check_password(
@@ -54,7 +56,7 @@ def two_factor() -> Response | str:
             "account/two_factor.html",
             enabled=True,
             remaining=totp.remaining_recovery_codes(user),
-            disable_form=TotpDisableForm(),
+            disable_form=TotpDisableForm(show_captcha=captcha_due(national_code=user.national_code)),
             regenerate_form=ButtonForm(),
         )
     secret = session.get(ENROLMENT) or totp.new_secret()
@@ -76,9 +78,9 @@ def two_factor() -> Response | str:
 @login_required
 def two_factor_disable() -> Response | str:
     user = g.login.user
-    form = TotpDisableForm()
+    form = TotpDisableForm(show_captcha=captcha_due(national_code=user.national_code))
     if form.validate_on_submit():
-        person, error = check_password_attempt(user.national_code, form.password.data, captcha_solved=None)
+        person, error = check_password_attempt(user.national_code, form.password.data, form.shows_captcha)
         if person is not None and person.id == user.id:
             totp.disable(user)
             audit.record("totp.disabled", user_id=user.id)
@@ -86,6 +88,10 @@ def two_factor_disable() -> Response | str:
             flash(gettext("The authenticator app is turned off."), "info")
             return redirect(url_for("account.two_factor"), 303)
         flash(error or gettext("The password is not correct."), "error")
+    elif form.is_submitted():
+        # This form is drawn on another page: say what was missing (a CAPTCHA asked for since, say).
+        for errors in form.errors.values():
+            flash(str(errors[0]), "error")
     return redirect(url_for("account.two_factor"), 303)
 
 

@@ -1,5 +1,7 @@
 """What the sign-in pages share: the pending authorization they serve, where to go when done, the wording
-of text messages, and the messages for codes that could not be sent."""
+of text messages, the messages for codes that could not be sent, and the one rule every page that checks a
+code follows (:func:`check_code_attempt`) and that decides when a page checking a secret shows a CAPTCHA
+(:func:`captcha_due`)."""
 
 from __future__ import annotations
 
@@ -14,14 +16,21 @@ from flask_babel import lazy_gettext as _l
 from .. import clock
 from ..i18n import localize_digits
 from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending, render_page_error
-from ..otp import CodeNotSent, SentCode, issue_code, send_sms_code
+from ..otp import CodeNotSent, SentCode, check_code, claim_code, issue_code, send_sms_code
 from ..rate_limits import client_address
 from ..store.clients import get_client
 from ..store.models import Client, User
 from ..store.users import find_user_by_national_code
+from ..web.captcha import captcha_enabled
+from ..web.forms import WithCaptcha, with_captcha
+from ..web.login_state import current_user
+from . import throttle
 
 #: What a page view returns: a redirect, a rendered page, or a page with its status.
 PageAnswer = Response | tuple[str, int] | str
+
+#: Set in the browser's session when a check was refused for want of a CAPTCHA: its pages then show one.
+CAPTCHA_FLAG = "login_captcha"
 
 CODE_TEXTS = {
     "register": _l("Hoviyat registration code: %(code)s\nDo not give this code to anyone."),
@@ -81,9 +90,26 @@ def sms_code_text(purpose: str, code: str) -> str:
     return str(CODE_TEXTS[purpose]) % {"code": code}
 
 
-def send_code(purpose: str, mobile: str) -> SentCode:
-    """Text a new code for ``purpose``; raises :class:`CodeNotSent`."""
-    return send_sms_code(purpose, mobile, client_address(), lambda code: sms_code_text(purpose, code))
+def asked_by_owner(target: str, captcha_solved: bool) -> bool:
+    """Whether a request for a code to ``target`` spends the owner's budget (idp.otp): it came with a solved
+    CAPTCHA, or from the account of that number logged in here. Anyone else's spends the strangers' budget, so
+    a stranger's requests cannot leave the owner without a code."""
+    if captcha_solved and captcha_enabled():
+        return True
+    user = current_user()
+    return user is not None and user.mobile == target
+
+
+def send_code(purpose: str, mobile: str, *, captcha_solved: bool) -> SentCode:
+    """Text a new code for ``purpose``; raises :class:`CodeNotSent`. ``captcha_solved``: this request came with
+    a CAPTCHA solved (see :func:`asked_by_owner`)."""
+    return send_sms_code(
+        purpose,
+        mobile,
+        client_address(),
+        lambda code: sms_code_text(purpose, code),
+        verified=asked_by_owner(mobile, captcha_solved),
+    )
 
 
 def code_not_sent_message(error: CodeNotSent, by_email: bool = False) -> str:
@@ -92,6 +118,11 @@ def code_not_sent_message(error: CodeNotSent, by_email: bool = False) -> str:
             "A code was sent a moment ago. You can ask for a new one in %(seconds)s seconds.",
             seconds=localize_digits(error.retry_after),
         )
+    if error.reason == "hourly_limit" and error.anonymous and captcha_enabled():
+        return gettext(
+            "Too many codes were asked for without the security code. Start again and type the digits in the "
+            "picture to get a code."
+        )
     if error.reason == "hourly_limit":
         return gettext("Too many codes were asked for. Please try again later.")
     if by_email:
@@ -99,13 +130,70 @@ def code_not_sent_message(error: CodeNotSent, by_email: bool = False) -> str:
     return gettext("We could not send the text message right now. Please try again in a few minutes.")
 
 
-def send_code_for_account(purpose: str, user: User | None, national_code: str) -> None:
-    """Text a code to the account's mobile; for a national code without an account, go through the same
-    limits without texting anything, so the page answers alike and tells nobody who has an account."""
+def code_target(user: User | None, national_code: str) -> str:
+    """Where the codes of a sign-in by national code go: the account's mobile, or, for a national code without
+    an account, a stand-in that gets the same limits, records and checks but no text message."""
+    return user.mobile if user is not None else f"no-account:{national_code}"
+
+
+def send_code_for_account(purpose: str, user: User | None, national_code: str, *, captcha_solved: bool) -> None:
+    """Text a code to the account's mobile; for a national code without an account, make the same code for the
+    stand-in (:func:`code_target`) without texting it, so the pages answer and cost alike and tell nobody who
+    has an account."""
     if user is not None:
-        send_code(purpose, user.mobile)
+        send_code(purpose, user.mobile, captcha_solved=captcha_solved)
     else:
-        issue_code(purpose, f"no-account:{national_code}", client_address())
+        target = code_target(None, national_code)
+        issue_code(purpose, target, client_address(), verified=asked_by_owner(target, captcha_solved))
+
+
+def refusal_message(verdict: throttle.Verdict) -> str:
+    """What a page says when the throttle refuses to check a secret now."""
+    if verdict.wait_seconds:
+        seconds = localize_digits(verdict.wait_seconds)
+        return gettext("Too many attempts. Wait %(seconds)s seconds and try again.", seconds=seconds)
+    return gettext("Too many attempts. Type the digits in the picture, then try again.")
+
+
+def captcha_due(*, national_code: str | None = None, code_target: str | None = None) -> bool:
+    """Whether a page about to check a secret must show a CAPTCHA: the one rule for every such page (login,
+    codes, step-up, mobile change, the account's password checks). Yes when CAPTCHA is on and this browser was
+    refused for want of one, or the password throttle asks one for ``national_code`` (or this address), or the
+    wrong codes sent to ``code_target`` reached ``otp.captcha_after_failures``."""
+    if not captcha_enabled():
+        return False
+    if session.get(CAPTCHA_FLAG):
+        return True
+    if national_code is not None and throttle.captcha_needed(national_code, client_address()):
+        return True
+    return code_target is not None and throttle.code_captcha_needed(code_target)
+
+
+def shown_with_captcha_if_due(form: WithCaptcha, **keys: str | None) -> WithCaptcha:
+    """The form to show again after a refused secret: with a CAPTCHA when :func:`captcha_due` now asks one."""
+    if form.shows_captcha or not captcha_due(**keys):
+        return form
+    return with_captcha(form)
+
+
+def check_code_attempt(
+    purpose: str, target: str, code: str, captcha_solved: bool, *, use_up: bool = True
+) -> str | None:
+    """Check a code sent to ``target`` under the throttle of wrong codes (idp.auth.throttle); every check spends
+    one of the code's tries. Returns None when the code is right (and used up, unless ``use_up`` is false: the
+    caller then claims it with :func:`idp.otp.claim_code`), else the message to show."""
+    verdict = throttle.begin_code_check(target, captcha_solved or not captcha_enabled())
+    if not verdict.allowed:
+        if verdict.captcha_required:
+            session[CAPTCHA_FLAG] = True
+        return refusal_message(verdict)
+    right = check_code(purpose, target, code) and (not use_up or claim_code(purpose, target) is not None)
+    if right:
+        throttle.record_code_success(target)
+        session.pop(CAPTCHA_FLAG, None)
+        return None
+    throttle.record_code_failure(target)
+    return gettext("The code is not correct or has expired.")
 
 
 def national_code_step(
@@ -117,7 +205,7 @@ def national_code_step(
         national_code = form.national_code.data
         user = find_user_by_national_code(national_code)
         try:
-            send_code_for_account(purpose, user, national_code)
+            send_code_for_account(purpose, user, national_code, captcha_solved=form.shows_captcha)
             remember(flow, national_code=national_code)
             return redirect(with_tx(next_endpoint, pending), 303)
         except CodeNotSent as error:
@@ -147,19 +235,26 @@ def forget(flow: str) -> None:
 
 
 __all__ = [
+    "CAPTCHA_FLAG",
     "CodeNotSent",
     "PageAnswer",
     "PendingAuthorization",
+    "asked_by_owner",
+    "captcha_due",
+    "check_code_attempt",
     "client_of",
     "code_not_sent_message",
+    "code_target",
     "done",
     "for_pending_authorization",
     "forget",
     "pending_authorization",
     "recall",
+    "refusal_message",
     "registry_unavailable_message",
     "remember",
     "send_code",
     "send_code_for_account",
+    "shown_with_captcha_if_due",
     "with_tx",
 ]

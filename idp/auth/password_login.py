@@ -8,7 +8,6 @@ from collections.abc import Callable
 from flask import Response, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 
-from ..i18n import localize_digits
 from ..passwords import hash_password, needs_rehash, verify_password
 from ..rate_limits import client_address, limited
 from ..rules import InvalidInput
@@ -21,30 +20,32 @@ from ..web.forms import LoginForm
 from ..web.login_state import current_session, log_in
 from . import throttle
 from .blueprint import bp
-from .flow import PendingAuthorization, client_of, done, for_pending_authorization
+from .flow import (
+    CAPTCHA_FLAG,
+    PendingAuthorization,
+    captcha_due,
+    client_of,
+    done,
+    for_pending_authorization,
+    refusal_message,
+    shown_with_captcha_if_due,
+)
 
-CAPTCHA_FLAG = "login_captcha"
 
+def throttled_check(national_code: str, captcha_solved: bool, check: Callable[[], bool]) -> str | None:
+    """Run one secret check (a password, an authenticator or recovery code) under the login throttle.
 
-def throttled_check(national_code: str, captcha_solved: bool | None, check: Callable[[], bool]) -> str | None:
-    """Run one secret check (a password, an authenticator code) under the login throttle.
-
-    ``captcha_solved`` is None on pages that show no CAPTCHA (the user is already identified there): only the
-    delays apply, so the owner can never be shut out by a CAPTCHA they are not offered. The same when
-    ``captcha.enabled`` is off. Returns None when ``check()`` passed, else the message to show; refused
-    attempts never run ``check``.
+    ``captcha_solved``: the request came with a solved CAPTCHA. Every page that checks a secret of an account
+    shows one when :func:`idp.auth.flow.captcha_due` says so, so the owner is always offered the CAPTCHA the
+    throttle asks for; with ``captcha.enabled`` off only the delays apply. Returns None when ``check()`` passed,
+    "" when it failed, else the message of the refusal; refused attempts never run ``check``.
     """
     ip = client_address()
-    if captcha_solved is None or not captcha_enabled():
-        captcha_solved = True
-    verdict = throttle.begin_attempt(national_code, ip, captcha_solved)
+    verdict = throttle.begin_attempt(national_code, ip, captcha_solved or not captcha_enabled())
     if not verdict.allowed:
         if verdict.captcha_required:
             session[CAPTCHA_FLAG] = True
-        if verdict.wait_seconds:
-            seconds = localize_digits(verdict.wait_seconds)
-            return gettext("Too many attempts. Wait %(seconds)s seconds and try again.", seconds=seconds)
-        return gettext("Too many attempts. Type the digits in the picture, then try again.")
+        return refusal_message(verdict)
     if check():
         throttle.record_success(national_code)
         session.pop(CAPTCHA_FLAG, None)
@@ -55,9 +56,7 @@ def throttled_check(national_code: str, captcha_solved: bool | None, check: Call
     return ""
 
 
-def check_password_attempt(
-    national_code: str, password: str, captcha_solved: bool | None
-) -> tuple[User | None, str | None]:
+def check_password_attempt(national_code: str, password: str, captcha_solved: bool) -> tuple[User | None, str | None]:
     """One throttled password check. Returns (user, None) or (None, message).
 
     The same path, wording and cost for an unknown national code as for a wrong password.
@@ -84,7 +83,8 @@ def login(pending: PendingAuthorization | None) -> Response | tuple[str, int] | 
     if pending is None and current_session() is not None and request.method == "GET":
         return redirect(url_for("account.home"))
 
-    form = LoginForm(show_captcha=captcha_enabled() and bool(session.get(CAPTCHA_FLAG)))
+    # The account is not known before the form is posted: a CAPTCHA shows once this browser was refused one.
+    form = LoginForm(show_captcha=captcha_due())
     if request.method == "GET":
         form.tx.data = pending.id if pending else ""
         hint = pending.multidict.get("login_hint") if pending else None
@@ -99,15 +99,5 @@ def login(pending: PendingAuthorization | None) -> Response | tuple[str, int] | 
             log_in(user, amr=["pwd"])
             return done(pending)
         form.password.errors = [error]
-        if session.get(CAPTCHA_FLAG) and captcha_enabled() and not form.shows_captcha:
-            form = _with_captcha(form)
+        form = shown_with_captcha_if_due(form)
     return render_template("login.html", form=form, client=client_of(pending), pending=pending)
-
-
-def _with_captcha(previous: LoginForm) -> LoginForm:
-    """The same form, now with a CAPTCHA, keeping what the user typed and the error."""
-    form = LoginForm(formdata=None, show_captcha=True)
-    form.national_code.data = previous.national_code.data
-    form.tx.data = previous.tx.data
-    form.password.errors = previous.password.errors
-    return form

@@ -16,6 +16,11 @@ wrong password behave alike) and per client IP:
 
 Nothing locks an account for good, so an attacker cannot keep its owner out: the owner waits at most
 ``login.max_delay`` seconds and solves a CAPTCHA.
+
+One-time codes have a long-run cap of the same kind, per number (or email address) they are sent to, whatever
+they are for: each code allows ``otp.max_tries`` guesses, and after ``otp.captcha_after_failures`` wrong codes
+in a row every further check needs a solved CAPTCHA and claims a gate that closes for 2, 4, 8... seconds (at
+most ``otp.max_delay``) behind it (NIST SP 800-63B section 5.2.2). A right code clears the count.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def begin_attempt(national_code: str, ip: str | None, captcha_solved: bool) -> V
             f"login-ip-gate:{ip}", ip_failures - settings.ip_delay_after_failures + 1, settings.max_delay
         )
         if wait:
-            RATE_LIMITED.labels(limit="login_account_delay").inc()
+            RATE_LIMITED.labels(limit="login_ip_delay").inc()
             return Verdict(allowed=False, wait_seconds=wait)
     number = store.incr(f"login-attempts:{account}", settings.failure_window)
     over_captcha = number > settings.captcha_after_failures or ip_failures >= settings.ip_captcha_after_failures
@@ -73,7 +78,7 @@ def begin_attempt(national_code: str, ip: str | None, captcha_solved: bool) -> V
     if number >= settings.delay_after_failures:
         wait = _claim_gate(f"login-gate:{account}", number - settings.delay_after_failures + 1, settings.max_delay)
         if wait:
-            RATE_LIMITED.labels(limit="login_ip_delay").inc()
+            RATE_LIMITED.labels(limit="login_account_delay").inc()
             return Verdict(allowed=False, wait_seconds=wait, captcha_required=over_captcha)
     return Verdict(allowed=True, captcha_required=over_captcha)
 
@@ -101,3 +106,47 @@ def record_success(national_code: str) -> None:
     account = _account_key(national_code)
     store.delete(f"login-attempts:{account}")
     store.delete(f"login-gate:{account}")
+
+
+# -- one-time codes ----------------------------------------------------------------------------------------
+
+
+def _code_target_key(target: str) -> str:
+    return sha256_hex("codes:" + target)
+
+
+def code_failures(target: str) -> int:
+    """Wrong codes in a row for ``target`` (a number, an email address)."""
+    return current_provider().store.get(f"code-failures:{_code_target_key(target)}") or 0
+
+
+def code_captcha_needed(target: str) -> bool:
+    return code_failures(target) >= current_provider().config.otp.captcha_after_failures
+
+
+def begin_code_check(target: str, captcha_solved: bool) -> Verdict:
+    """Whether a code sent to ``target`` may be checked now (the check itself spends one of the code's tries)."""
+    settings = current_provider().config.otp
+    beyond = code_failures(target) - settings.captcha_after_failures
+    if beyond < 0:
+        return Verdict(allowed=True)
+    if not captcha_solved:
+        RATE_LIMITED.labels(limit="code_captcha").inc()
+        return Verdict(allowed=False, captcha_required=True)
+    wait = _claim_gate(f"code-gate:{_code_target_key(target)}", beyond + 1, settings.max_delay)
+    if wait:
+        RATE_LIMITED.labels(limit="code_delay").inc()
+        return Verdict(allowed=False, wait_seconds=wait, captcha_required=True)
+    return Verdict(allowed=True, captcha_required=True)
+
+
+def record_code_failure(target: str) -> None:
+    provider = current_provider()
+    provider.store.incr(f"code-failures:{_code_target_key(target)}", provider.config.otp.failure_window)
+
+
+def record_code_success(target: str) -> None:
+    store = current_provider().store
+    key = _code_target_key(target)
+    store.delete(f"code-failures:{key}")
+    store.delete(f"code-gate:{key}")

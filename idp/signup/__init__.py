@@ -19,6 +19,8 @@ from flask_babel import gettext
 from .. import clock
 from ..auth.flow import (
     PendingAuthorization,
+    captcha_due,
+    check_code_attempt,
     client_of,
     code_not_sent_message,
     done,
@@ -28,11 +30,12 @@ from ..auth.flow import (
     registry_unavailable_message,
     remember,
     send_code,
+    shown_with_captcha_if_due,
     with_tx,
 )
 from ..i18n import display_mobile
 from ..identity_registry import Person, RegistryUnavailable
-from ..otp import CodeNotSent, check_code, claim_code
+from ..otp import CodeNotSent, claim_code
 from ..passwords import hash_password
 from ..provider import current_provider
 from ..rules import InvalidInput
@@ -54,7 +57,7 @@ def start(pending: PendingAuthorization | None) -> Response | tuple[str, int] | 
     if form.validate_on_submit():
         mobile = form.mobile.data
         try:
-            send_code("register", mobile)
+            send_code("register", mobile, captcha_solved=form.shows_captcha)
             remember(FLOW, mobile=mobile)
             return redirect(with_tx("signup.details", pending), 303)
         except CodeNotSent as error:
@@ -70,7 +73,7 @@ def details(pending: PendingAuthorization | None) -> Response | tuple[str, int] 
     if state is None:
         return redirect(with_tx("signup.start", pending))
     mobile = state["mobile"]
-    form = RegisterDetailsForm()
+    form = RegisterDetailsForm(show_captcha=captcha_due(code_target=mobile))
     if form.validate_on_submit():
         result = _register(form, mobile)
         if result is not None:
@@ -78,6 +81,7 @@ def details(pending: PendingAuthorization | None) -> Response | tuple[str, int] 
             log_in(result, amr=["sms"])
             flash(gettext("Your Hoviyat account is ready."), "info")
             return done(pending)
+        form = shown_with_captcha_if_due(form, code_target=mobile)
     form.tx.data = pending.id if pending else ""
     return render_template(
         "signup/details.html",
@@ -106,8 +110,9 @@ def _register(form: RegisterDetailsForm, mobile: str):
         form.password.errors = [rule_message(error.reason)]
         return None
     # The code first: without it nobody learns anything from the registry through this page.
-    if not check_code("register", mobile, form.code.data):
-        form.code.errors = [gettext("The code is not correct or has expired.")]
+    error = check_code_attempt("register", mobile, form.code.data, form.shows_captcha, use_up=False)
+    if error is not None:
+        form.code.errors = [error]
         return None
     registry = current_provider().registry
     try:
@@ -185,7 +190,7 @@ def resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] |
     if state is None or not ButtonForm().validate_on_submit():
         return redirect(with_tx("signup.start", pending))
     try:
-        send_code("register", state["mobile"])
+        send_code("register", state["mobile"], captcha_solved=False)
         flash(gettext("A new code was sent."), "info")
     except CodeNotSent as error:
         flash(code_not_sent_message(error), "error")

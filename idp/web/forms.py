@@ -178,6 +178,30 @@ class WithCaptcha(Form):
         return "captcha" in self._fields
 
 
+class SecretForm(WithCaptcha):
+    """A form with a secret the throttle guards (a password, a one-time or authenticator code): the page says
+    whether to show a CAPTCHA (idp.auth.flow.captcha_due). ``without`` names fields this page leaves out."""
+
+    def __init__(self, *args: Any, show_captcha: bool, without: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, show_captcha=show_captcha, **kwargs)
+        self.without = without
+        for name in without:
+            delattr(self, name)
+
+
+def with_captcha(previous: WithCaptcha) -> WithCaptcha:
+    """The same form, now with a CAPTCHA, keeping what the user typed (but passwords) and the errors."""
+    extra = {"without": previous.without} if isinstance(previous, SecretForm) else {}
+    form = type(previous)(formdata=None, show_captcha=True, **extra)
+    for name, field in previous._fields.items():
+        if name in ("csrf_token", "captcha") or name not in form._fields:
+            continue
+        if not isinstance(field, PasswordField):
+            form[name].data = field.data
+        form[name].errors = list(field.errors)
+    return form
+
+
 class NewPasswordMixin:
     def validate_password_confirm(self, field: Field) -> None:
         if field.data != self.password.data:  # type: ignore[attr-defined]
@@ -198,12 +222,12 @@ class OtpLoginStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class CodeForm(Form):
+class CodeForm(SecretForm):
     code = code_field()
     tx = HiddenField()
 
 
-class PasswordForm(Form):
+class PasswordForm(SecretForm):
     password = current_password_field()
     tx = HiddenField()
 
@@ -216,7 +240,7 @@ class RegisterStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class RegisterDetailsForm(NewPasswordMixin, Form):
+class RegisterDetailsForm(NewPasswordMixin, SecretForm):
     national_code = national_code_field()
     birth_year = StringField(_l("Year"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 4})
     birth_month = StringField(_l("Month"), filters=[ascii_digits], render_kw={**NUMERIC, "maxlength": 2})
@@ -231,9 +255,22 @@ class ForgotStartForm(WithCaptcha):
     tx = HiddenField()
 
 
-class ResetPasswordForm(NewPasswordMixin, Form):
+class ResetPasswordForm(NewPasswordMixin, SecretForm):
     code = code_field()
     password, password_confirm = new_password_fields()
+    tx = HiddenField()
+
+
+class ResetSecondFactorForm(SecretForm):
+    code = StringField(
+        _l("Code from the authenticator app, or a recovery code"),
+        filters=[ascii_digits],
+        validators=[
+            InputRequired(_l("Enter the code your authenticator app shows, or a recovery code.")),
+            Length(max=12),
+        ],
+        render_kw={"dir": "ltr", "autocomplete": "one-time-code", "maxlength": 12},
+    )
     tx = HiddenField()
 
 
@@ -242,7 +279,7 @@ class ChangeMobileStartForm(WithCaptcha):
     mobile = mobile_field(_l("New mobile number"))
 
 
-class ChangeMobileConfirmForm(Form):
+class ChangeMobileConfirmForm(SecretForm):
     code = code_field()
     password = current_password_field()
 
@@ -250,7 +287,7 @@ class ChangeMobileConfirmForm(Form):
 # -- account ------------------------------------------------------------------------------------------
 
 
-class ChangePasswordForm(NewPasswordMixin, Form):
+class ChangePasswordForm(NewPasswordMixin, SecretForm):
     current_password = current_password_field(_l("Current password"))
     password, password_confirm = new_password_fields()
 
@@ -281,7 +318,7 @@ class TotpEnableForm(Form):
     code = code_field()
 
 
-class TotpDisableForm(Form):
+class TotpDisableForm(SecretForm):
     password = current_password_field()
 
 

@@ -40,8 +40,15 @@ def browser_binding() -> str:
     return session["binding"]
 
 
-def log_in(user: User, *, amr: list[str]) -> UserSession:
-    """Start a login session for ``user`` in this browser, ending any earlier one, and rotate the cookie."""
+#: The login session whose password was chosen in it through a reset by SMS (kept beside ``sid``).
+PASSWORD_SET_BY_RESET = "password_set_by_reset"
+
+
+def log_in(user: User, *, amr: list[str], password_set_by_reset: bool = False) -> UserSession:
+    """Start a login session for ``user`` in this browser, ending any earlier one, and rotate the cookie.
+
+    ``password_set_by_reset``: the user chose the account's password in this login, after proving only what
+    they hold (a code by SMS); see :func:`counts_as_factor`."""
     config = current_provider().config
     acr = acr_for(amr)
     previous = current_session()
@@ -64,13 +71,26 @@ def log_in(user: User, *, amr: list[str]) -> UserSession:
         notify_sessions_ended([previous_id])
     regenerate()
     session["sid"] = login_id
+    if password_set_by_reset:
+        session[PASSWORD_SET_BY_RESET] = login_id
+    else:
+        session.pop(PASSWORD_SET_BY_RESET, None)
     g.idp_login = login
     return login
+
+
+def counts_as_factor(login: UserSession, method: str) -> bool:
+    """Whether proving ``method`` in this session adds a factor. A password chosen in this session through a
+    reset by SMS does not: it came from the same SIM as the code, so "sms" and "pwd" would claim two factors
+    from one device (ASVS 5.0 section 6.4.3)."""
+    return not (method == "pwd" and session.get(PASSWORD_SET_BY_RESET) == login.id)
 
 
 def add_factor(login: UserSession, method: str) -> UserSession:
     """The user just proved one more factor in this session (step-up): ``amr`` grows, ``acr`` follows, and
     ``auth_time`` becomes now, since the user has just authenticated again. The cookie is rotated."""
+    if not counts_as_factor(login, method):
+        raise ValueError(f"{method!r} is not a factor of its own in this session")
     login.amr = list(dict.fromkeys([*login.amr, method]))
     login.acr = acr_for(login.amr)
     login.auth_time = clock.now()
