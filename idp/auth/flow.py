@@ -15,6 +15,7 @@ from .. import clock
 from ..i18n import localize_digits
 from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending, render_page_error
 from ..otp import CodeNotSent, SentCode, issue_code, send_sms_code
+from ..passkeys import PasskeyRefused
 from ..rate_limits import client_address
 from ..store.clients import get_client
 from ..store.models import Client, User
@@ -126,6 +127,21 @@ def national_code_step(
     return render_template(template, form=form, client=client_of(pending), pending=pending)
 
 
+def passkey_refused_message(refused: PasskeyRefused) -> str:
+    if refused.reason == "expired":
+        return gettext("That passkey request has expired or was used already. Try again.")
+    if refused.reason == "unknown":
+        return gettext("This passkey is not registered for a Hoviyat account (or not for this one).")
+    if refused.reason == "taken":
+        return gettext("This passkey is registered already and cannot be added again.")
+    if refused.reason == "clone":
+        return gettext(
+            "This passkey was refused: its counter went backwards, a sign that it may have been copied. "
+            "Use another way in, then check your passkeys."
+        )
+    return gettext("The passkey could not be checked. Try again.")
+
+
 def registry_unavailable_message() -> str:
     return gettext("The identity registry is not answering right now. Please try again in a few minutes.")
 
@@ -155,6 +171,7 @@ __all__ = [
     "done",
     "for_pending_authorization",
     "forget",
+    "passkey_refused_message",
     "pending_authorization",
     "recall",
     "registry_unavailable_message",

@@ -1,7 +1,8 @@
 """Forgotten password: a code to the account's registered mobile, then a new password.
 
 Step one answers alike whether or not the national code has an account. A reset ends every other session
-and revokes every refresh token of the account, and is recorded in the audit log.
+and revokes every refresh token of the account, and is recorded in the audit log. An account with a passkey
+is recovered with the passkey, or by SMS only after a wait (:mod:`idp.auth.passkey_recovery`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .flow import (
     send_code_for_account,
     with_tx,
 )
+from .passkey_recovery import finish_sms_recovery, hold_sms_recovery
 
 FLOW = "password_reset"
 
@@ -68,6 +70,14 @@ def reset_password(pending: PendingAuthorization | None) -> Response | tuple[str
         if password_error:
             form.password.errors = [password_error]
         elif user is not None and consume_code("reset", user.mobile, form.code.data):
+            # An account with a passkey is not recovered by SMS alone: a wait first (idp.auth.passkey_recovery).
+            ready_at = hold_sms_recovery(user)
+            if ready_at is not None:
+                forget(FLOW)
+                return render_template(
+                    "reset_password_held.html", ready_at=ready_at, client=client_of(pending), pending=pending
+                )
+            finish_sms_recovery(user)
             set_password_hash(user, hash_password(form.password.data))
             ended = end_other_sessions(user, keep=None, reason="password_reset")
             audit.record("password.reset", user_id=user.id)

@@ -1,9 +1,13 @@
 """The second factor (step-up): when a relying party asks for ``urn:hoviyat:loa:2`` and the session has one
 factor, the logged-in user proves one more. Something known (the password) and something held
-(an SMS code to the account's mobile, an authenticator-app code or a recovery code) together make loa:2.
+(an SMS code to the account's mobile, an authenticator-app code or a recovery code) together make loa:2; a
+passkey with user verification is two factors by itself and makes loa:3.
 
-Offered: the password when the session lacks it (after an SMS login); otherwise the authenticator app when
-enrolled (or a recovery code), and an SMS code.
+Offered: only a passkey when the relying party asks for loa:3; otherwise the password when the session lacks
+it (after an SMS login); otherwise the authenticator app when enrolled (or a recovery code), and an SMS code.
+A passkey, when the account has one, comes first: it costs no text message.
+
+The same page confirms it is the user again before the account's passkeys are changed (``next=passkeys``).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from .. import totp
+from .. import passkeys, totp
 from ..i18n import display_mobile
+from ..oidc.endpoints.authorize import requested_acr
 from ..otp import CodeNotSent, consume_code
+from ..scopes import ACR_PHISHING_RESISTANT
 from ..store import commit
 from ..store.models import User
-from ..web.forms import ButtonForm, CodeForm, PasswordForm
+from ..store.passkeys import has_passkeys
+from ..web.forms import ButtonForm, CodeForm, PasskeyForm, PasswordForm
 from ..web.login_state import add_factor, current_session
 from .blueprint import bp
 from .flow import (
@@ -25,16 +32,23 @@ from .flow import (
     code_not_sent_message,
     done,
     for_pending_authorization,
+    passkey_refused_message,
     send_code,
     with_tx,
 )
 from .password_login import check_password_attempt, throttled_check
 
+#: Where the page may send the user once confirmed, when no relying party waits (``next``).
+NEXT_PAGES = {"passkeys": "account.passkeys"}
 
-def offered_methods(amr: list[str], has_totp: bool) -> list[str]:
+
+def offered_methods(amr: list[str], has_totp: bool, has_passkey: bool, required_acr: str) -> list[str]:
+    passkey = ["passkey"] if has_passkey and passkeys.passkeys_possible() else []
+    if required_acr == ACR_PHISHING_RESISTANT:
+        return ["passkey"]
     if "pwd" not in amr:
-        return ["pwd"]
-    return (["otp", "recovery"] if has_totp else []) + ["sms"]
+        return ["pwd", *passkey]
+    return [*passkey, *(["otp", "recovery"] if has_totp else []), "sms"]
 
 
 @bp.route("/login/second-factor", methods=["GET", "POST"])
@@ -44,17 +58,21 @@ def second_factor(pending: PendingAuthorization | None) -> Response | tuple[str,
     if login is None:
         return redirect(with_tx("auth.login", pending))
     user = login.user
-    offered = offered_methods(list(login.amr), user.has_totp)
+    offered = offered_methods(list(login.amr), user.has_totp, has_passkeys(user.id), requested_acr(pending))
     method = request.values.get("method") or offered[0]
     if method not in offered:
         method = offered[0]
-    form = PasswordForm() if method == "pwd" else CodeForm()
+    next_page = request.values.get("next") if pending is None else None
+    next_page = next_page if next_page in NEXT_PAGES else None
+    form = PasswordForm() if method == "pwd" else PasskeyForm() if method == "passkey" else CodeForm()
     if form.validate_on_submit():
         proved, error = _prove(user, method, form)
-        if proved is not None:
-            add_factor(login, proved)  # commits the TOTP step or recovery code used, too
+        if proved:
+            add_factor(login, *proved)  # commits the TOTP step or recovery code used, too
+            if next_page is not None:
+                return redirect(url_for(NEXT_PAGES[next_page]), 303)
             return done(pending)
-        field = form.password if method == "pwd" else form.code
+        field = form.password if method == "pwd" else form.credential if method == "passkey" else form.code
         field.errors = [error]
     form.tx.data = pending.id if pending else ""
     return render_template(
@@ -62,6 +80,7 @@ def second_factor(pending: PendingAuthorization | None) -> Response | tuple[str,
         form=form,
         method=method,
         offered=offered,
+        next_page=next_page,
         send_form=ButtonForm(),
         client=client_of(pending),
         pending=pending,
@@ -69,21 +88,27 @@ def second_factor(pending: PendingAuthorization | None) -> Response | tuple[str,
     )
 
 
-def _prove(user: User, method: str, form: PasswordForm | CodeForm) -> tuple[str | None, str]:
-    """Check the factor the user gave; returns the ``amr`` method proved, or None and the message."""
+def _prove(user: User, method: str, form: PasswordForm | CodeForm | PasskeyForm) -> tuple[list[str], str]:
+    """Check the factor the user gave; returns the ``amr`` methods proved, or none and the message."""
     wrong_code = gettext("The code is not correct or has expired.")
+    if method == "passkey":
+        try:
+            passkey = passkeys.authenticate(passkeys.STEP_UP, form.credential.data, user)
+        except passkeys.PasskeyRefused as refused:
+            return [], passkey_refused_message(refused)
+        return passkeys.amr_of(passkey), ""
     if method == "pwd":
         person, error = check_password_attempt(user.national_code, form.password.data, captcha_solved=None)
-        return ("pwd", "") if person is not None and person.id == user.id else (None, error or "")
+        return (["pwd"], "") if person is not None and person.id == user.id else ([], error or "")
     code = form.code.data
     if method == "sms":
         # SMS codes carry their own limit of tries.
-        return ("sms", "") if consume_code("step_up", user.mobile, code) else (None, wrong_code)
+        return (["sms"], "") if consume_code("step_up", user.mobile, code) else ([], wrong_code)
     # Six digits or a recovery code: guessing is slowed by the same throttle as passwords.
     check = (lambda: totp.verify(user, code)) if method == "otp" else (lambda: totp.use_recovery_code(user, code))
     message = throttled_check(user.national_code, captcha_solved=None, check=check)
     commit()  # the TOTP step or recovery code now spent
-    return ("otp", "") if message is None else (None, message or wrong_code)
+    return (["otp"], "") if message is None else ([], message or wrong_code)
 
 
 @bp.post("/login/second-factor/send")
@@ -97,4 +122,7 @@ def second_factor_send(pending: PendingAuthorization | None) -> Response | tuple
         flash(gettext("We sent a code to %(mobile)s.", mobile=display_mobile(login.user.mobile, masked=True)), "info")
     except CodeNotSent as error:
         flash(code_not_sent_message(error), "error")
-    return redirect(url_for("auth.second_factor", method="sms", tx=pending.id if pending else None), 303)
+    next_page = request.form.get("next") if request.form.get("next") in NEXT_PAGES else None
+    return redirect(
+        url_for("auth.second_factor", method="sms", tx=pending.id if pending else None, next=next_page), 303
+    )
