@@ -19,12 +19,14 @@ from urllib.parse import parse_qsl, urlencode
 
 import cbor2
 import pytest
+from babel.messages.pofile import read_po
 from flask import Flask
 from werkzeug.serving import make_server
 
 from tests.browser.test_browser_flows import Phone, authorize_url, fill_all, redeem, start
 from tests.conftest import free_port
 from tests.helpers import UserInfo, create_test_user, last_sms_code, sms_outbox
+from tests.test_translations import CATALOGUE
 from tests.webauthn_authenticator import b64url, from_b64url
 
 pytestmark = pytest.mark.browser
@@ -111,6 +113,12 @@ def logged_in(phone: Phone) -> bool:
     return phone.page.request.get(f"{phone.issuer}/", max_redirects=0).status == 200
 
 
+def persian(message: str) -> str:
+    """The Persian text the pages show for ``message`` (the phone's browser asks for Persian)."""
+    with CATALOGUE.open("rb") as handle:
+        return read_po(handle, locale="fa")[message].string
+
+
 def passkey_login_error(phone: Phone) -> str:
     return phone.page.locator(".flash-error").inner_text()
 
@@ -172,7 +180,9 @@ def test_a_removed_passkey_no_longer_logs_in(app: Flask, phone: Phone) -> None:
     phone.open(f"{phone.issuer}/login")
     phone.tap("#passkey-login")
     phone.step("login-refused", "/login")
-    assert "not registered" in passkey_login_error(phone)
+    assert passkey_login_error(phone) == persian(
+        "This passkey is not registered for a Hoviyat account (or not for this one)."
+    )
     assert not logged_in(phone)
 
 
@@ -210,7 +220,9 @@ def test_a_second_account_cannot_register_the_same_credential(app: Flask, phone:
     phone.submit("/login/second-factor")
     phone.tap("#add-passkey")
     phone.step("passkey-taken", "/account/passkeys")
-    assert "registered already" in phone.page.locator(".passkey-error").inner_text()
+    assert phone.page.locator(".passkey-error").inner_text() == persian(
+        "This passkey is registered already and cannot be added again."
+    )
     assert phone.page.locator(".passkey-name").count() == 0
 
 
@@ -233,7 +245,7 @@ def test_a_page_at_another_origin_cannot_use_the_passkey(app: Flask, phone: Phon
         with phone.page.expect_navigation():
             phone.page.locator("#passkey-login").tap()
         assert phone.page.url.startswith(f"http://localhost:{port}/login")
-        assert "could not be checked" in passkey_login_error(phone)
+        assert passkey_login_error(phone) == persian("The passkey could not be checked. Try again.")
     finally:
         other.shutdown()
         thread.join(timeout=5)
@@ -268,7 +280,7 @@ def test_a_replayed_answer_is_refused(app: Flask, phone: Phone) -> None:
         sent[0],
     )
     phone.page.wait_for_url(re.compile(r".*/login$"))
-    assert "used already" in passkey_login_error(phone)
+    assert passkey_login_error(phone) == persian("That passkey request has expired or was used already. Try again.")
     assert not logged_in(phone)
 
 
