@@ -8,23 +8,17 @@ security events and texted to the mobile.
 
 from __future__ import annotations
 
-import logging
-
 from flask import Response, flash, g, redirect, render_template, url_for
 from flask_babel import gettext
 
 from .. import passkeys
-from ..auth.flow import passkey_refused_message
+from ..auth.flow import passkey_refused_message, send_notice
 from ..provider import current_provider
-from ..sms import SmsUnavailable
 from ..store import audit, commit
-from ..store.models import User
 from ..store.passkeys import get_passkey_of, passkeys_of, remove_passkey
 from ..web.forms import ButtonForm, PasskeyAddForm
 from ..web.login_state import is_fresh
 from .blueprint import bp, login_required
-
-log = logging.getLogger(__name__)
 
 
 def confirm_url() -> str:
@@ -52,11 +46,12 @@ def passkeys_page() -> Response | str:
         else:
             audit.record("passkey.added", user_id=user.id, passkey_id=passkey.id, synced=passkey.backup_eligible)
             commit()
-            _notify(
-                user,
+            send_notice(
+                user.mobile,
                 gettext(
                     "Hoviyat: a passkey was added to your account. If you did not do this, contact support at once."
                 ),
+                purpose="passkey_changed",
             )
             flash(gettext("The passkey is added. You can now log in with it, with no password or code."), "info")
             return redirect(url_for("account.passkeys"), 303)
@@ -67,7 +62,6 @@ def passkeys_page() -> Response | str:
         remove_form=ButtonForm(),
         fresh=_fresh(),
         confirm_url=confirm_url(),
-        available=passkeys.passkeys_possible(),
     )
 
 
@@ -84,19 +78,12 @@ def remove_passkey_view(passkey_id: int) -> Response:
     remove_passkey(passkey)
     audit.record("passkey.removed", user_id=user.id, passkey_id=passkey_id)
     commit()
-    _notify(
-        user,
+    send_notice(
+        user.mobile,
         gettext("Hoviyat: a passkey was removed from your account. If you did not do this, contact support at once."),
+        purpose="passkey_changed",
     )
     flash(
         gettext("The passkey is removed. Remove it from your device too, in its password or passkey settings."), "info"
     )
     return redirect(url_for("account.passkeys"), 303)
-
-
-def _notify(user: User, text: str) -> None:
-    """Tell the mobile, so an owner who did not do it learns of it; a failure here changes nothing."""
-    try:
-        current_provider().sms.send(user.mobile, text, purpose="passkey_changed")
-    except SmsUnavailable:
-        log.warning("could not send the passkey notice")

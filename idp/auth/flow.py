@@ -3,6 +3,7 @@ of text messages, and the messages for codes that could not be sent."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -16,10 +17,14 @@ from ..i18n import localize_digits
 from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending, render_page_error
 from ..otp import CodeNotSent, SentCode, issue_code, send_sms_code
 from ..passkeys import PasskeyRefused
+from ..provider import current_provider
 from ..rate_limits import client_address
+from ..sms import SmsUnavailable
 from ..store.clients import get_client
 from ..store.models import Client, User
 from ..store.users import find_user_by_national_code
+
+log = logging.getLogger(__name__)
 
 #: What a page view returns: a redirect, a rendered page, or a page with its status.
 PageAnswer = Response | tuple[str, int] | str
@@ -142,6 +147,15 @@ def passkey_refused_message(refused: PasskeyRefused) -> str:
     return gettext("The passkey could not be checked. Try again.")
 
 
+def send_notice(mobile: str, text: str, purpose: str) -> None:
+    """Tell the account's mobile of a change, so an owner who did not make it learns of it; a notice that
+    cannot be sent changes nothing (the change is in the security events all the same)."""
+    try:
+        current_provider().sms.send(mobile, text, purpose=purpose)
+    except SmsUnavailable:
+        log.warning("could not send a %s notice", purpose)
+
+
 def registry_unavailable_message() -> str:
     return gettext("The identity registry is not answering right now. Please try again in a few minutes.")
 
@@ -178,5 +192,6 @@ __all__ = [
     "remember",
     "send_code",
     "send_code_for_account",
+    "send_notice",
     "with_tx",
 ]

@@ -13,7 +13,6 @@ A login with the passkey in between cancels it, as the owner is evidently not lo
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
 from flask import Response, redirect, render_template
 from flask_babel import gettext
@@ -24,7 +23,6 @@ from ..provider import current_provider
 from ..rate_limits import limited
 from ..rules import InvalidInput
 from ..rules.password import check_password
-from ..sms import SmsUnavailable
 from ..store import audit, commit
 from ..store.models import User
 from ..store.passkeys import has_passkeys
@@ -42,6 +40,7 @@ from .flow import (
     passkey_refused_message,
     recall,
     remember,
+    send_notice,
     with_tx,
 )
 
@@ -49,7 +48,6 @@ FLOW = "passkey_recovery"
 #: Seconds the user has between proving the passkey and choosing the new password.
 PROVED_FOR = 600
 HOLD_KEY = "sms-recovery-hold:"
-log = logging.getLogger(__name__)
 
 
 @bp.route("/password/forgot/passkey", methods=["GET", "POST"])
@@ -72,7 +70,6 @@ def recover_with_passkey(pending: PendingAuthorization | None) -> Response | tup
         form=form,
         client=client_of(pending),
         pending=pending,
-        available=passkeys.passkeys_possible(),
     )
 
 
@@ -100,8 +97,8 @@ def reset_password_with_passkey(pending: PendingAuthorization | None) -> Respons
             forget(FLOW)
             cancel_sms_recovery(user)
             throttle.record_success(user.national_code)
-            _text(
-                user,
+            send_notice(
+                user.mobile,
                 gettext(
                     "Hoviyat: the password of your account was changed after a recovery with a passkey. If you did "
                     "not do this, contact support at once."
@@ -132,8 +129,8 @@ def hold_sms_recovery(user: User) -> dt.datetime | None:
         ready_at = clock.now() + dt.timedelta(seconds=config.sms_recovery_delay)
         audit.record("password.reset_held", user_id=user.id, ready_at=ready_at.isoformat())
         commit()
-        _text(
-            user,
+        send_notice(
+            user.mobile,
             gettext(
                 "Hoviyat: a password recovery by text message was started for your account. Because the account "
                 "has a passkey, it can be finished only after a wait. If this was not you, log in with your passkey: "
@@ -158,11 +155,3 @@ def cancel_sms_recovery(user: User) -> None:
     if current_provider().store.consume(HOLD_KEY + user.id) is not None:
         audit.record("password.reset_hold_cancelled", user_id=user.id)
         commit()
-
-
-def _text(user: User, text: str, purpose: str) -> None:
-    """A notice to the account's mobile; a failure to send it changes nothing."""
-    try:
-        current_provider().sms.send(user.mobile, text, purpose=purpose)
-    except SmsUnavailable:
-        log.warning("could not send a %s notice", purpose)
