@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 ## demo: set up the provider and demo users, register the two example sites, then serve all three
-## (Hoviyat on 127.0.0.1:5000, the carmaker on :5001, the device registry on :5002); Ctrl-C stops them
+## (Hoviyat on localhost:5000, the carmaker on 127.0.0.1:5001, the device registry on :5002); Ctrl-C stops them
 demo: $(STAMP)
 	IDP_CAPTCHA_DEMO=$${IDP_CAPTCHA_DEMO:-true} $(BIN)/python -m idp.demo
 

@@ -31,6 +31,12 @@ AUDIT_EVENTS = {
     "totp.disabled": _l("Authenticator app turned off"),
     "totp.recovery_codes_replaced": _l("New recovery codes made"),
     "support.message": _l("You sent a message to support"),
+    "passkey.added": _l("A passkey was added"),
+    "passkey.removed": _l("A passkey was removed"),
+    "passkey.refused": _l("A passkey was refused (it could not be checked)"),
+    "passkey.clone_warning": _l("Warning: a passkey's counter went backwards; it may have been copied"),
+    "password.reset_held": _l("Password recovery by SMS started; it waits because the account has a passkey"),
+    "password.reset_hold_cancelled": _l("A waiting password recovery was cancelled by a passkey login"),
     # Apps and the account.
     "consent.granted": _l("You allowed %(app)s to use your account"),
     "consent.denied": _l("You refused %(app)s access to your account"),

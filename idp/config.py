@@ -175,6 +175,14 @@ class LoginConfig:
 
 
 @dataclass(frozen=True)
+class PasskeysConfig:
+    challenge_ttl: int = 300
+    fresh_login: int = 600
+    sms_recovery_delay: int = 24 * 3600
+    sms_recovery_window: int = 24 * 3600
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     phone: str = ""
     email: str = ""
@@ -207,6 +215,7 @@ class Config:
     captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
     otp: OtpConfig = field(default_factory=OtpConfig)
     login: LoginConfig = field(default_factory=LoginConfig)
+    passkeys: PasskeysConfig = field(default_factory=PasskeysConfig)
     support: SupportConfig = field(default_factory=SupportConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
@@ -347,6 +356,11 @@ def validate(config: Config) -> None:
             parse_redis_url(config.redis.url)
         except RedisURLError as error:
             raise ConfigError("redis.url", str(error)) from None
+    if not 30 <= config.passkeys.challenge_ttl <= 900:
+        raise ConfigError("passkeys.challenge_ttl", "must be between 30 and 900 seconds")
+    for key in ("fresh_login", "sms_recovery_delay", "sms_recovery_window"):
+        if getattr(config.passkeys, key) < 1:
+            raise ConfigError(f"passkeys.{key}", "must be at least 1 second")
     for key in ("id_token_alg", "access_token_alg"):
         alg = getattr(config.keys, key)
         if alg not in SIGNING_ALGORITHMS:

@@ -1,6 +1,7 @@
 """``make demo``: set up the provider (database, keys, demo users), register the two example sites with
-`idp clients create`, then serve all three: Hoviyat on its configured port (5000), the carmaker's sales portal
-on the next one (5001) and the device registry on the one after (5002). Ctrl-C stops them.
+`idp clients create`, then serve all three: Hoviyat on its configured port (5000, as http://localhost:5000), the
+carmaker's sales portal on the next one (5001) and the device registry on the one after (5002). Ctrl-C stops
+them.
 
 Safe to run again: it upgrades the schema, keeps existing keys and users, and gives each client a new secret
 (secrets are stored only hashed at the provider, so an old one cannot be shown again).
@@ -29,6 +30,7 @@ from clients.rp_kit.settings import write_settings
 from . import create_app
 from .cli.serve import ensure_signing_keys
 from .cli.users import admin_import_evidence
+from .config import ServerConfig, load_config
 from .extensions import db
 from .identity_registry.demo import DEMO_PEOPLE
 from .oidc import paths
@@ -198,6 +200,10 @@ Try the protocol by hand (a client with no site behind it), once the servers bel
      {provider.url(paths.USERINFO)}.
 
 {registration_text(registered, newcomers)}
+Try passkeys in a browser with a screen lock (or a security key): log in as a demo user, open
+{provider.url("/account/passkeys")} and add one (it asks for a code first: see the outbox below), log
+out, then log in with "Log in with a passkey" alone. Use {provider.issuer}, not 127.0.0.1: browsers
+refuse passkeys for an IP address.
 Text messages are not sent in the demo: codes are written to {outbox}
 (`tail -f` it). The demo registry is {config.var_file(config.registry.path, "registry.json")}.
 {captcha_note}"""
@@ -230,7 +236,17 @@ def registration_text(registered: list[DemoPerson], newcomers: list[DemoPerson])
     return "\n".join(lines)
 
 
+def choose_issuer() -> None:
+    """Unless an issuer was configured, the demo's is ``http://localhost:PORT``: passkeys need a host name, as
+    browsers refuse an IP address as relying-party ID (README, "Passkeys"). The environment carries it to the
+    `idp serve` and `idp clients` the demo starts, and into the example sites' settings."""
+    config = load_config()
+    if config.server.issuer == ServerConfig().issuer:
+        os.environ["IDP_SERVER_ISSUER"] = f"http://localhost:{config.server.port}"
+
+
 def main() -> None:
+    choose_issuer()
     app = create_app()
     with app.app_context():
         result = set_up()

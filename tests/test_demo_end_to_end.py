@@ -54,7 +54,7 @@ def demo(tmp_path: Path):
     port = _three_free_ports()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "CARMAKER_", "DEVICE_REGISTRY_"))},
-        "IDP_SERVER_ISSUER": f"http://127.0.0.1:{port}",
+        # No issuer given: the demo's is http://localhost:PORT, a host name, so that passkeys work.
         "IDP_SERVER_PORT": str(port),
     }
     process = subprocess.Popen(
@@ -74,7 +74,8 @@ def demo(tmp_path: Path):
 
 def test_make_demo_serves_three_sites_with_single_sign_on(demo):
     port, process = demo
-    issuer, carmaker, registry = (f"http://127.0.0.1:{port + n}" for n in (0, 1, 2))
+    issuer = f"http://localhost:{port}"
+    carmaker, registry = (f"http://127.0.0.1:{port + n}" for n in (1, 2))
     assert _wait_for(issuer + "/.well-known/openid-configuration").json()["issuer"] == issuer
     assert "ورود با هویت" in _wait_for(carmaker + "/").text
     assert "ورود با هویت" in _wait_for(registry + "/").text

@@ -1,9 +1,21 @@
-"""The ``account`` area: the signed-in user's pages (profile, security, sessions, connected apps, activity), the
-support page and the language switcher. One module per page group, each adding its views to :data:`bp`."""
+"""The ``account`` area: the signed-in user's pages (profile, security, passkeys, sessions, connected apps,
+activity), the support page and the language switcher. One module per page group, each adding its views to
+:data:`bp`."""
 
 from __future__ import annotations
 
-from . import active_sessions, activity, apps, language, profile, security, support
+from . import active_sessions, activity, apps, language, passkeys, profile, security, support
 from .blueprint import bp, login_required
 
-__all__ = ["active_sessions", "activity", "apps", "bp", "language", "login_required", "profile", "security", "support"]
+__all__ = [
+    "active_sessions",
+    "activity",
+    "apps",
+    "bp",
+    "language",
+    "login_required",
+    "passkeys",
+    "profile",
+    "security",
+    "support",
+]

@@ -5,6 +5,7 @@ code follows (:func:`check_code_attempt`) and that decides when a page checking 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -17,7 +18,10 @@ from .. import clock
 from ..i18n import localize_digits
 from ..oidc.endpoints.authorize import AuthorizationPageError, PendingAuthorization, load_pending, render_page_error
 from ..otp import CodeNotSent, SentCode, check_code, claim_code, issue_code, send_sms_code
+from ..passkeys import PasskeyRefused
+from ..provider import current_provider
 from ..rate_limits import client_address
+from ..sms import SmsUnavailable
 from ..store.clients import get_client
 from ..store.models import Client, User
 from ..store.users import find_user_by_national_code
@@ -25,6 +29,8 @@ from ..web.captcha import captcha_enabled
 from ..web.forms import WithCaptcha, with_captcha
 from ..web.login_state import current_user
 from . import throttle
+
+log = logging.getLogger(__name__)
 
 #: What a page view returns: a redirect, a rendered page, or a page with its status.
 PageAnswer = Response | tuple[str, int] | str
@@ -214,6 +220,30 @@ def national_code_step(
     return render_template(template, form=form, client=client_of(pending), pending=pending)
 
 
+def passkey_refused_message(refused: PasskeyRefused) -> str:
+    if refused.reason == "expired":
+        return gettext("That passkey request has expired or was used already. Try again.")
+    if refused.reason == "unknown":
+        return gettext("This passkey is not registered for a Hoviyat account (or not for this one).")
+    if refused.reason == "taken":
+        return gettext("This passkey is registered already and cannot be added again.")
+    if refused.reason == "clone":
+        return gettext(
+            "This passkey was refused: its counter went backwards, a sign that it may have been copied. "
+            "Use another way in, then check your passkeys."
+        )
+    return gettext("The passkey could not be checked. Try again.")
+
+
+def send_notice(mobile: str, text: str, purpose: str) -> None:
+    """Tell the account's mobile of a change, so an owner who did not make it learns of it; a notice that
+    cannot be sent changes nothing (the change is in the security events all the same)."""
+    try:
+        current_provider().sms.send(mobile, text, purpose=purpose)
+    except SmsUnavailable:
+        log.warning("could not send a %s notice", purpose)
+
+
 def registry_unavailable_message() -> str:
     return gettext("The identity registry is not answering right now. Please try again in a few minutes.")
 
@@ -248,6 +278,7 @@ __all__ = [
     "done",
     "for_pending_authorization",
     "forget",
+    "passkey_refused_message",
     "pending_authorization",
     "recall",
     "refusal_message",
@@ -255,6 +286,7 @@ __all__ = [
     "remember",
     "send_code",
     "send_code_for_account",
+    "send_notice",
     "shown_with_captcha_if_due",
     "with_tx",
 ]

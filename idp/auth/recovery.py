@@ -13,13 +13,17 @@ reset the password (ASVS 5.0 section 6.4.3): the new password waits, as its Argo
 session, for the authenticator app's code or a recovery code. The session that sets the password records it,
 so that password is not a second factor there (idp.web.login_state.counts_as_factor).
 
+An account whose only second factor is a passkey is recovered with the passkey (idp.auth.passkey_recovery), or by
+SMS only after a wait: the first right code and new password start it (with a notice to the mobile), and a
+recovery by SMS after it goes through.
+
 A reset ends every other session and revokes every refresh token of the account, and is recorded in the audit
 log.
 """
 
 from __future__ import annotations
 
-from flask import Response, flash, redirect, render_template, request
+from flask import Response, flash, make_response, redirect, render_template, request
 from flask_babel import gettext
 
 from .. import clock
@@ -54,6 +58,7 @@ from .flow import (
     shown_with_captcha_if_due,
     with_tx,
 )
+from .passkey_recovery import finish_sms_recovery, hold_sms_recovery
 from .password_login import throttled_check
 from .second_factor import enrolled_second_factors, proves_enrolled_factor
 
@@ -142,7 +147,19 @@ def _set_password(user: User, password: str, pending: PendingAuthorization | Non
     except InvalidInput as error:
         return rule_message(error.reason)
     password_hash = hash_password(password)
-    if not enrolled_second_factors(user):
+    factors = enrolled_second_factors(user)
+    if "otp" not in factors:
+        if "passkey" in factors:
+            # No authenticator app to ask for: the passkey's recovery, or a wait (idp.auth.passkey_recovery).
+            ready_at = hold_sms_recovery(user)
+            if ready_at is not None:
+                forget(FLOW)
+                return make_response(
+                    render_template(
+                        "reset_password_held.html", ready_at=ready_at, client=client_of(pending), pending=pending
+                    )
+                )
+            finish_sms_recovery(user)
         return _finish(user, password_hash, ["sms"], pending)
     # The second factor gets as long as a code lives, from now: the SMS code may have been typed at its end.
     until = clock.timestamp() + current_provider().config.otp.ttl
@@ -169,7 +186,13 @@ def reset_second_factor(pending: PendingAuthorization | None) -> Response | tupl
         form.code.errors = [message or gettext("The code is not correct or has expired.")]
         form = shown_with_captcha_if_due(form, national_code=user.national_code)
     form.tx.data = pending.id if pending else ""
-    return render_template("reset_second_factor.html", form=form, client=client_of(pending), pending=pending)
+    return render_template(
+        "reset_second_factor.html",
+        form=form,
+        has_passkey="passkey" in enrolled_second_factors(user),
+        client=client_of(pending),
+        pending=pending,
+    )
 
 
 def _finish(user: User, password_hash: str, amr: list[str], pending: PendingAuthorization | None) -> Response:

@@ -103,12 +103,12 @@ class CaptchaAnswer:
 NUMERIC = {"inputmode": "numeric", "dir": "ltr", "autocomplete": "off"}
 
 
-def national_code_field() -> StringField:
+def national_code_field(autocomplete: str = "username") -> StringField:
     return StringField(
         _l("National code"),
         filters=[ascii_digits],
         validators=[InputRequired(_l("Enter your national code.")), Rule(normalize_national_code)],
-        render_kw={**NUMERIC, "autocomplete": "username", "maxlength": 14},
+        render_kw={**NUMERIC, "autocomplete": autocomplete, "maxlength": 14},
     )
 
 
@@ -212,7 +212,8 @@ class NewPasswordMixin:
 
 
 class LoginForm(WithCaptcha):
-    national_code = national_code_field()
+    # "webauthn": the browser may offer the site's passkeys in this field's autofill (conditional mediation).
+    national_code = national_code_field(autocomplete="username webauthn")
     password = current_password_field()
     tx = HiddenField()
 
@@ -271,6 +272,11 @@ class ResetSecondFactorForm(SecretForm):
         ],
         render_kw={"dir": "ltr", "autocomplete": "one-time-code", "maxlength": 12},
     )
+    tx = HiddenField()
+
+
+class NewPasswordForm(NewPasswordMixin, Form):
+    password, password_confirm = new_password_fields()
     tx = HiddenField()
 
 
@@ -341,6 +347,21 @@ class ConsentForm(Form):
     def validate_decision(self, field: StringField) -> None:
         if field.data not in {"allow", "deny"}:
             raise ValidationError("decision must be allow or deny")
+
+
+class PasskeyForm(Form):
+    """The answer of the browser's passkey ceremony (JSON, put here by static/passkeys.js)."""
+
+    credential = HiddenField(validators=[DataRequired(), Length(max=64 * 1024)])
+    tx = HiddenField()
+
+
+class PasskeyAddForm(PasskeyForm):
+    name = StringField(
+        _l("A name for this passkey"),
+        validators=[Length(max=64, message=_l("At most 64 characters."))],
+        render_kw={"maxlength": 64, "autocomplete": "off"},
+    )
 
 
 class ButtonForm(Form):

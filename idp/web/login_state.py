@@ -13,7 +13,7 @@ from flask import g, request, session
 from .. import clock
 from ..oidc.backchannel import notify_sessions_ended
 from ..provider import current_provider
-from ..scopes import acr_for
+from ..scopes import ACR_TWO_FACTORS, acr_for, acr_meets
 from ..store import audit, commit
 from ..store import grants as grant_store
 from ..store import login_sessions as session_store
@@ -86,18 +86,27 @@ def counts_as_factor(login: UserSession, method: str) -> bool:
     return not (method == "pwd" and session.get(PASSWORD_SET_BY_RESET) == login.id)
 
 
-def add_factor(login: UserSession, method: str) -> UserSession:
-    """The user just proved one more factor in this session (step-up): ``amr`` grows, ``acr`` follows, and
-    ``auth_time`` becomes now, since the user has just authenticated again. The cookie is rotated."""
-    if not counts_as_factor(login, method):
-        raise ValueError(f"{method!r} is not a factor of its own in this session")
-    login.amr = list(dict.fromkeys([*login.amr, method]))
+def add_factor(login: UserSession, *methods: str) -> UserSession:
+    """The user just proved one more factor in this session (step-up), named by one ``amr`` method or several (a
+    passkey is ``hwk`` or ``swk`` with ``user``): ``amr`` grows, ``acr`` follows, and ``auth_time`` becomes now,
+    since the user has just authenticated again. The cookie is rotated."""
+    refused = [method for method in methods if not counts_as_factor(login, method)]
+    if refused:
+        raise ValueError(f"{refused!r} is not a factor of its own in this session")
+    login.amr = list(dict.fromkeys([*login.amr, *methods]))
     login.acr = acr_for(login.amr)
     login.auth_time = clock.now()
+    method = "+".join(methods)
     audit.record("login.step_up", user_id=login.user_id, method=method, session_id=login.id, acr=login.acr)
     commit()
     regenerate()
     return login
+
+
+def is_fresh(login: UserSession, max_age: int) -> bool:
+    """A login of two factors or more, proved within the last ``max_age`` seconds: what changing how the account
+    is entered (adding or removing a passkey) asks for."""
+    return acr_meets(login.acr, ACR_TWO_FACTORS) and clock.timestamp() - login.auth_time.timestamp() < max_age
 
 
 def end_other_sessions(user: User, keep: UserSession | None, reason: str) -> list[str]:

@@ -9,7 +9,8 @@ A request goes through named checks in order:
 4. :func:`required_acr`: the assurance level asked for (an essential one we cannot meet is an error);
 5. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``:
    the user logs in again, with the factors the requested level needs (Core 3.1.2.1);
-6. a second factor (step-up) only when the requested level is higher than the session's;
+6. :func:`check_step_up`: more factors only when the requested level is higher than the session's;
+   ``loa:3`` only with a passkey (a user without one gets ``unmet_authentication_requirements``);
 7. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
 8. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
 
@@ -31,12 +32,13 @@ from werkzeug.datastructures import MultiDict
 from ... import clock
 from ...i18n import first_supported
 from ...provider import current_provider
-from ...scopes import ACR_ONE_FACTOR, ACR_TWO_FACTORS, ACR_VALUES
+from ...scopes import ACR_ONE_FACTOR, ACR_PHISHING_RESISTANT, ACR_VALUES, acr_meets, acr_rank
 from ...security import new_token
 from ...store import read_outside_a_transaction
 from ...store.clients import get_client
 from ...store.consents import consent_covers, find_consent
 from ...store.models import Client, UserSession
+from ...store.passkeys import has_passkeys
 from ...web.login_state import browser_binding, current_session
 from .. import paths
 from ..authorization import EndUserAuthorization
@@ -201,9 +203,9 @@ def check_request_parameters(params: MultiDict[str, str]) -> None:
 def required_acr(params: MultiDict[str, str], claims_request: dict[str, Any] | None) -> str:
     """The assurance level this request needs (Core sections 3.1.2.1 and 5.5.1.1).
 
-    An essential ``acr`` in the ``claims`` parameter must be met: ``loa:2`` when it does not accept ``loa:1``,
-    an error when it names only levels we do not have. Otherwise ``acr_values`` (or a voluntary ``acr``
-    request) is a preference list: the first level we support is the one given.
+    An essential ``acr`` in the ``claims`` parameter must be met: the lowest level among those it accepts, an
+    error when it names only levels we do not have. Otherwise ``acr_values`` (or a voluntary ``acr`` request) is
+    a preference list: the first level we support is the one given.
     """
     requested = ((claims_request or {}).get("id_token") or {}).get("acr")
     preferences: list[Any] = []
@@ -213,10 +215,37 @@ def required_acr(params: MultiDict[str, str], claims_request: dict[str, Any] | N
         if requested.get("essential") and values:
             if not supported:
                 raise UnmetAuthenticationRequirementsError("The essential acr value requested cannot be met.")
-            return ACR_ONE_FACTOR if ACR_ONE_FACTOR in supported else ACR_TWO_FACTORS
+            return min(supported, key=acr_rank)
         preferences = supported
     preferences += params.get("acr_values", "").split()
     return next((value for value in preferences if value in ACR_VALUES), ACR_ONE_FACTOR)
+
+
+def requested_acr(pending: PendingAuthorization | None) -> str:
+    """The level the pending request needs (the sign-in pages offer what reaches it); ``loa:1`` without one."""
+    if pending is None:
+        return ACR_ONE_FACTOR
+    params = pending.multidict
+    try:
+        return required_acr(params, parse_claims_request(params.get("claims")))
+    except OAuth2Error:
+        return ACR_ONE_FACTOR  # the request fails when resumed; nothing more to offer before that
+
+
+def check_step_up(acr: str, login: UserSession, prompts: list[str]) -> bool:
+    """True when the user must prove more factors to reach ``acr``. ``loa:3`` is reached only with a passkey:
+    without one, or without a way to ask (``prompt=none``), the relying party is told so (OpenID Connect EAP
+    ACR Values 1.0, ``unmet_authentication_requirements``)."""
+    if acr_meets(login.acr, acr):
+        return False
+    if acr == ACR_PHISHING_RESISTANT:
+        if not has_passkeys(login.user_id):
+            raise UnmetAuthenticationRequirementsError("urn:hoviyat:loa:3 needs a passkey; this user has none.")
+        if "none" in prompts:
+            raise UnmetAuthenticationRequirementsError("urn:hoviyat:loa:3 needs the user to use a passkey.")
+    elif "none" in prompts:
+        raise LoginRequiredError("A second factor is needed.")
+    return True
 
 
 def login_reason(
@@ -304,9 +333,7 @@ def proceed(
                 raise LoginRequiredError()
             return _interact("auth.login", params, pending)
         assert login is not None
-        if acr == ACR_TWO_FACTORS and login.acr != ACR_TWO_FACTORS:
-            if "none" in prompts:
-                raise LoginRequiredError("A second factor is needed.")
+        if check_step_up(acr, login, prompts):
             return _interact("auth.second_factor", params, pending)
         scopes = request.scope.split()
         extra_claims = extra_claims_allowed(claims_request, client, scopes)
