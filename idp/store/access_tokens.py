@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import joinedload
+from sqlalchemy.sql.dml import Insert
 
 from .. import clock
 from ..extensions import db
+from ..provider import current_provider
 from ..security import sha256_hex
 from . import read_outside_a_transaction
 from .announcements import announce_at_commit
@@ -66,8 +68,6 @@ def read_state(jti: str, grant_id: str | None, expires_at: int, *, with_user: bo
     not remembered). Otherwise (introspection) from this worker's memory when it has both facts, else read (one
     statement) and remembered.
     """
-    from ..provider import current_provider
-
     jti_hash = sha256_hex(jti)
     if with_user:
         read = _read(jti_hash, grant_id, with_user=True)
@@ -75,10 +75,12 @@ def read_state(jti: str, grant_id: str | None, expires_at: int, *, with_user: bo
     store = current_provider().store
     revoked_key = revocation_memory_key(jti_hash)
     revoked, revoked_ticket = store.remembered(revoked_key)
+    if revoked is True:
+        return AccessTokenState(revoked=True)
     grant_key = grant_memory_key(grant_id) if grant_id is not None else None
     grant_ends, grant_ticket = store.remembered(grant_key) if grant_key is not None else (None, None)
-    if revoked is not None and (grant_key is None or grant_ends is not None):
-        return AccessTokenState(revoked=revoked or (grant_ends is not None and grant_ends <= clock.now()))
+    if revoked is False and (grant_key is None or grant_ends is not None):
+        return AccessTokenState(revoked=grant_ends is not None and grant_ends <= clock.now())
     read = _read(jti_hash, grant_id, with_user=False)
     if read is None:
         return None
@@ -126,7 +128,7 @@ def revoke_access_token(jti: str, expires_at: int) -> None:
     announce_at_commit([revocation_memory_key(jti_hash)])
 
 
-def _insert_unless_present() -> object:
+def _insert_unless_present() -> Insert:
     """An insert of a revocation that does nothing if the token was revoked already (two concurrent revocations)."""
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(_revoked).on_conflict_do_nothing(index_elements=[_revoked.c.jti_hash])

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..extensions import db
+from ..provider import current_provider
 from .kv import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ def _announce(session: Session) -> None:
     keys = session.info.pop(_ANNOUNCED_AT_COMMIT, None)
     if not keys or not has_app_context():
         return
-    from ..provider import current_provider
-
     try:
         current_provider().store.announce(sorted(keys))
     except StoreUnavailable:
