@@ -82,11 +82,8 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     )
 
     db.init_app(app)
-    from .store import direct
     from .store.connections import ping_connections_after_idle
     from .store.schema import render_migration_item
-
-    direct.init_app(app)
 
     with app.app_context():
         ping_connections_after_idle(db.engine)

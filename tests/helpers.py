@@ -403,36 +403,29 @@ class StatementLog:
 
 @contextmanager
 def statements_run(app: Flask) -> Iterator[StatementLog]:
-    """Record what the app's database engine runs inside the block (statements, not time: tests of round trips),
-    through SQLAlchemy or on a request's direct connection (idp.store.direct)."""
+    """Record what the app's database engine runs inside the block (statements, not time: tests of round trips)."""
     from sqlalchemy import event
 
     from idp.extensions import db
-    from idp.store import direct
 
     with app.app_context():
         engine = db.engine
     log = StatementLog(engine.dialect.name)
 
-    def run_directly(statement: str, dbapi_connection: Any) -> None:
-        autocommit = getattr(dbapi_connection, "autocommit", None) is True
-        log.entries.append((statement.split(None, 1)[0].upper(), autocommit))
-
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        run_directly(statement, cursor.connection)
+        autocommit = getattr(cursor.connection, "autocommit", None) is True
+        log.entries.append((statement.split(None, 1)[0].upper(), autocommit))
 
     def committed(conn: Any) -> None:
         log.entries.append(("COMMIT", False))
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "commit", committed)
-    direct.statement_observers.append(run_directly)
     try:
         yield log
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "commit", committed)
-        direct.statement_observers.remove(run_directly)
 
 
 def seen_within(check: Callable[[], bool], seconds: float = 1.0) -> bool:

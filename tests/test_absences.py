@@ -1,6 +1,7 @@
-"""Remembered absences (idp.store.absences): a worker may skip asking Redis whether an access token was revoked,
-but must never say "not revoked" after any worker revoked it. Each RedisStore here stands for one worker: its
-own memory and its own subscription, the same Redis and prefix."""
+"""Remembered reads (idp.store.absences): a worker may answer from what it read from the database before (an
+access token not revoked, its grant active) instead of reading again, but must never say "active" after any
+worker revoked it. Each RedisStore here stands for one worker: its own memory and its own subscription, the same
+Redis and prefix."""
 
 from __future__ import annotations
 
@@ -34,98 +35,74 @@ def workers() -> Iterator[tuple[RedisStore, RedisStore]]:
         first.delete_prefix()
 
 
-def _count_lookups(store: RedisStore) -> list[str]:
-    """Make ``store`` record each EXISTS it sends."""
-    asked: list[str] = []
-    call = store._call
-
-    def counting(method, *args, **kwargs):
-        if method == "exists":
-            asked.append(args[0])
-        return call(method, *args, **kwargs)
-
-    store._call = counting  # type: ignore[method-assign]
-    return asked
+def remember(store: RedisStore, key: str, value: object = False, remember_for: float = 60) -> bool:
+    """Look ``key`` up as a worker does before reading the database, then remember ``value`` read for it; True when
+    it was remembered (recalled at once)."""
+    recalled, ticket = store.remembered(key)
+    assert recalled is None, "already remembered"
+    if ticket is not None:
+        store.remember(key, value, ticket, remember_for)
+    return store.remembered(key)[0] == value
 
 
-def test_an_absence_is_remembered_and_a_write_elsewhere_is_seen_at_once(workers):
+def test_a_value_is_remembered_and_an_announcement_elsewhere_is_seen_at_once(workers):
     first, second = workers
-    asked = _count_lookups(first)
-    assert first.is_absent(KEY, remember_for=60) is True
-    assert first.is_absent(KEY, remember_for=60) is True
-    assert len(asked) == 1  # the second answer came from memory
-    second.put_and_announce(KEY, {}, ttl=60)
-    assert seen_within(lambda: first.is_absent(KEY, remember_for=60) is False)
-    assert first.get(KEY) == {}
-    assert second.is_absent(KEY, remember_for=60) is False
+    assert remember(first, KEY, False)
+    assert first.remembered(KEY)[0] is False  # "not revoked", from memory (False, not None: nothing remembered)
+    second.announce([KEY])
+    assert seen_within(lambda: first.remembered(KEY)[0] is None)
+    assert second.remembered(KEY)[0] is None
 
 
-def test_a_plain_write_is_not_announced_so_an_absence_is_kept_only_for_its_time(workers):
-    first, second = workers
-    assert first.is_absent(KEY, remember_for=0.3) is True
-    second.put(KEY, {}, ttl=60)  # not announced
-    assert first.is_absent(KEY, remember_for=0.3) is True  # remembered, as documented for unannounced writes
+def test_a_value_is_remembered_only_for_its_time(workers):
+    first, _ = workers
+    assert remember(first, KEY, False, remember_for=0.3)
+    assert first.remembered(KEY)[0] is False
     time.sleep(0.35)
-    assert first.is_absent(KEY, remember_for=0.3) is False
+    assert first.remembered(KEY)[0] is None
 
 
 def test_an_announcement_read_between_a_lookup_and_its_remembering_cancels_it(workers):
-    """The race the epoch guards: this worker finds the key absent, another worker writes and announces it
-    before this one remembers the absence. Remembering it then would say "absent" until it expires."""
+    """The race the epoch guards: this worker looks the key up and reads the database, another worker revokes and
+    announces before this one remembers what it read. Remembering it then would say "not revoked" until it
+    expires."""
     first, second = workers
-    assert first.is_absent("warm-up", remember_for=60) is True  # subscribed
-    call = first._call
-
-    def lookup_then_revoked_elsewhere(method, *args, **kwargs):
-        answer = call(method, *args, **kwargs)
-        if method == "exists":
-            second.put_and_announce(KEY, {}, ttl=60)
-            time.sleep(0.05)  # the announcement is in this worker's socket before it remembers
-        return answer
-
-    first._call = lookup_then_revoked_elsewhere  # type: ignore[method-assign]
-    assert first.is_absent(KEY, remember_for=60) is True  # what Redis said at the time
-    first._call = call  # type: ignore[method-assign]
-    assert first.is_absent(KEY, remember_for=60) is False
+    assert first.remembered("warm-up")[1] is not None  # subscribed
+    _, ticket = first.remembered(KEY)
+    second.announce([KEY])  # the revocation commits after this worker's read
+    time.sleep(0.05)  # the announcement is in this worker's socket before it remembers
+    first.remember(KEY, False, ticket, remember_for=60)
+    assert first.remembered(KEY)[0] is None
 
 
-def test_a_lost_subscription_forgets_everything_and_asks_again(workers):
+def test_a_lost_subscription_forgets_everything_and_remembers_again_once_back(workers):
     """Redis dropped this worker's subscription (a restart, a fail-over): an announcement made meanwhile is lost,
     so nothing remembered from before may be trusted."""
     first, second = workers
-    assert first.is_absent(KEY, remember_for=60) is True
+    assert remember(first, KEY, False)
     admin = redis.Redis.from_url(REDIS_URL)
     killed = admin.client_kill_filter(_type="pubsub", skipme=True)
     assert killed >= 1
-    second.put(KEY, {}, ttl=60)  # written while nobody listened: no announcement reaches the first worker
+    second.announce([KEY])  # announced while nobody listened: it never reaches the first worker
     time.sleep(0.05)
-    assert first.is_absent(KEY, remember_for=60) is False
+    assert first.remembered(KEY) == (None, None)  # forgotten, and nothing may be remembered until subscribed again
     # It subscribes again, with nothing remembered from before, and remembers from then on.
-    other = "revoked-access-token:other"
     time.sleep(1.1)  # RESUBSCRIBE_AFTER
-    assert first.is_absent(KEY, remember_for=60) is False
-    asked = _count_lookups(first)
-    assert first.is_absent(other, remember_for=60) is True
-    assert first.is_absent(other, remember_for=60) is True
-    assert len(asked) == 1
+    assert first.remembered(KEY)[0] is None
+    assert remember(first, "revoked-access-token:other", False)
 
 
 def test_without_redis_nothing_is_remembered_and_the_store_failure_shows():
     from idp.store.kv import StoreUnavailable
 
     store = RedisStore("redis://127.0.0.1:1/0", "idp-absence-test-down:")
-    with pytest.raises(StoreUnavailable):
-        store.is_absent(KEY, remember_for=60)
-    assert store.absences.recall(store.prefix + KEY) == (False, None)
     assert store.remembered("grant:g1") == (None, None)  # nothing may be remembered: every lookup reads
+    with pytest.raises(StoreUnavailable):
+        store.announce(["grant:g1"])
 
 
 def test_the_in_process_store_has_nothing_to_remember():
     store = MemoryStore()
-    assert store.is_absent(KEY, remember_for=60) is True
-    store.put_and_announce(KEY, {"v": 1}, ttl=60)
-    assert store.is_absent(KEY, remember_for=60) is False
-    assert store.get(KEY) == {"v": 1}
     # A value read from the database: the admin commands change it from another process, which could not announce.
     store.remember("grant:g1", "active", ticket=0, remember_for=60)
     assert store.remembered("grant:g1") == (None, None)
@@ -149,20 +126,15 @@ def test_the_worker_that_announces_forgets_at_once_without_its_subscription(work
     first, _ = workers
     first.remember("grant:g1", "active", first.remembered("grant:g1")[1], remember_for=60)
     first.remember("grant:g2", "active", first.remembered("grant:g2")[1], remember_for=60)
-    assert first.is_absent(KEY, remember_for=60) is True
     deafen_announcements(first)
-    asked = _count_lookups(first)
     first.announce(["grant:g1"])
-    assert first.remembered("grant:g1")[0] is None
+    assert first.remembered("grant:g1")[0] is None  # forgotten without hearing its own announcement
     assert first.remembered("grant:g2")[0] == "active"  # only the key announced
-    first.put_and_announce(KEY, {}, ttl=60)
-    assert first.is_absent(KEY, remember_for=60) is False
-    assert asked == [first.prefix + KEY]  # asked Redis, did not answer from memory
 
 
 def test_a_lookup_in_flight_during_a_write_here_is_not_remembered(workers):
-    """Another thread of the same worker read "absent" before this one wrote the key: it must not remember that
-    once the write is done, even though the worker never hears its own announcement."""
+    """Another thread of the same worker read the database before this one revoked and announced: it must not
+    remember what it read, even though the worker never hears its own announcement."""
     first, _ = workers
     deafen_announcements(first)
     _, ticket = first.remembered("grant:g1")

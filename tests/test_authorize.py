@@ -782,8 +782,9 @@ def test_code_is_bound_to_its_pkce_challenge(app, user, rp_client):
 
 
 def test_a_password_login_reads_the_account_once_and_nothing_after_its_commit(app, client, issuer, user, rp_client):
-    """The login POST of every code flow: the account read, the session and its audit row written in one transaction,
-    and nothing read back after the commit (reading the new session's id afterwards cost a second transaction)."""
+    """Guards the benchmark target "whole code flow with a password" (issue 20). The login POST of every code flow:
+    the account read, the session and its audit row written in one transaction, and nothing read back after the
+    commit (reading the new session's id afterwards cost a second transaction)."""
     browser = Browser(client, issuer)
     _verifier, challenge = pkce_pair()
     page = browser.authorize(authorization_params(rp_client, challenge))
@@ -801,9 +802,10 @@ def test_a_password_login_reads_the_account_once_and_nothing_after_its_commit(ap
 
 
 def test_resuming_after_login_reads_the_session_and_consent_outside_a_transaction(app, client, issuer, user):
-    """The redirect back to the authorization endpoint after every login reads the login session and the consent
-    and writes nothing: on PostgreSQL both reads run in autocommit, with no BEGIN before them and no ROLLBACK
-    after (two round trips of every code flow)."""
+    """Guards the benchmark target "whole code flow with a password" (issue 20). The redirect back to the
+    authorization endpoint after every login reads the login session and the consent and writes nothing: on
+    PostgreSQL both reads run in autocommit, with no BEGIN before them and no ROLLBACK after (two round trips of
+    every code flow)."""
     rp = create_test_client(app)
     get_code(Browser(client, issuer), rp, user)  # logs in and consents once
     browser = Browser(client, issuer)

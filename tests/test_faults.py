@@ -274,10 +274,12 @@ def test_redis_outage_gives_503_and_service_resumes_when_redis_is_back(fault_app
     )
     # Protocol endpoints: JSON.
     assert_unavailable_json(exchange_code(browser.client, rp, pending_code, pending_verifier))
-    assert_unavailable_json(browser.client.get("/userinfo", headers=bearer(access_token)))
-    assert_unavailable_json(
-        browser.client.post("/token/introspect", data={"token": access_token}, auth=(rp.client_id, rp.client_secret))
+    # Userinfo and introspection need nothing from Redis (revocations are in the database): they keep answering.
+    assert browser.client.get("/userinfo", headers=bearer(access_token)).status_code == 200
+    introspected = browser.client.post(
+        "/token/introspect", data={"token": access_token}, auth=(rp.client_id, rp.client_secret)
     )
+    assert introspected.status_code == 200 and introspected.get_json()["active"] is True
     assert_not_ready(browser.client, "store")
 
     redis_server.start()  # same port, empty (no persistence): every browser session is gone, as after a crash
@@ -291,6 +293,32 @@ def test_redis_outage_gives_503_and_service_resumes_when_redis_is_back(fault_app
     info = fresh.client.get("/userinfo", headers=bearer(tokens.get_json()["access_token"]))
     assert info.status_code == 200, info.get_json()
     assert is_logged_in(fresh)
+
+
+def test_a_redis_restart_brings_no_revoked_access_token_back(fault_app, redis_server, tmp_path):
+    """Issue 19 item 8 with a real restart: a relying party revokes an access token that a resource server has
+    been introspecting (so the worker remembers it active), then Redis restarts empty. The token stays revoked:
+    the revocation is in the database, and the worker's memory went with its subscription."""
+    app = fault_app(f"sqlite:///{tmp_path / 'faults.sqlite3'}", redis_server.url)
+    _user, rp, browser, access_token = signed_in(app)
+
+    def introspect() -> dict[str, Any]:
+        answer = browser.client.post(
+            "/token/introspect", data={"token": access_token}, auth=(rp.client_id, rp.client_secret)
+        )
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return answer.get_json()
+
+    assert introspect()["active"] is True and introspect()["active"] is True
+    revoked = browser.client.post("/token/revoke", data={"token": access_token}, auth=(rp.client_id, rp.client_secret))
+    assert revoked.status_code == 200
+
+    redis_server.kill()
+    redis_server.start()  # same port, empty (no persistence)
+
+    assert_ready(browser.client)
+    assert introspect() == {"active": False}
+    assert browser.client.get("/userinfo", headers=bearer(access_token)).status_code == 401
 
 
 # -- 2. PostgreSQL stopped and started again -----------------------------------------------------------------------
@@ -361,11 +389,11 @@ def test_a_code_exchange_refused_for_a_postgres_outage_can_be_retried(fault_app,
 
 
 def test_a_refresh_on_a_dropped_connection_gives_503_and_its_retry_works(fault_app, pg_cluster, redis_server):
-    """The refresh's statements run on a pooled connection of the request's own (idp.store.direct). PostgreSQL
-    drops it (a restart, a proxy's idle timeout) and the next refresh comes within the second in which a pooled
-    connection is trusted without a ping: that refresh gets 503 with nothing written, the dead connection is
-    thrown away, and the retry succeeds on a new one with the same token. While PostgreSQL is down, a refresh
-    gets 503 too, and the same token works once it is back."""
+    """The refresh's statements run on a pooled connection, outside a transaction. PostgreSQL drops it (a restart,
+    a proxy's idle timeout) and the next refresh comes within the second in which a pooled connection is trusted
+    without a ping: that refresh gets 503 with nothing written, the dead connection is thrown away, and the retry
+    succeeds on a new one with the same token. While PostgreSQL is down, a refresh gets 503 too, and the same
+    token works once it is back."""
     app = fault_app(pg_cluster.create_database("hoviyat"), redis_server.url)
     user = create_test_user(app)
     rp = create_test_client(app)

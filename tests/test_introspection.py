@@ -109,8 +109,9 @@ def test_refreshed_tokens_are_active(app, client, rp_client, tokens):
 
 @pytest.mark.parametrize("which", ["access_token", "refresh_token"])
 def test_introspection_reads_once_outside_a_transaction(app, client, rp_client, tokens, which):
-    # Resource servers introspect on every call they serve: one read, and on PostgreSQL no BEGIN and ROLLBACK
-    # around it (two round trips that protect nothing for a read).
+    """Guards the benchmark target "introspection" (issue 20). Resource servers introspect on every call they
+    serve: one read (an access token's grant and revocation, or a refresh token with its grant and user), and on
+    PostgreSQL no BEGIN and ROLLBACK around it (two round trips that protect nothing for a read)."""
     with statements_run(app) as log:
         response = introspect(client, rp_client, tokens[which])
     assert response.get_json()["active"] is True
@@ -133,9 +134,10 @@ REVOCATIONS = {
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # remembered only over Redis
 @pytest.mark.parametrize("revocation", list(REVOCATIONS))
 def test_a_grant_found_active_is_remembered_until_its_revocation_commits(app, client, rp_client, tokens, revocation):
-    """A resource server introspects on every call it serves: after the first, the worker answers from its memory
-    of the grant (no statement), and forgets it as soon as any revocation of the grant commits, whichever way.
-    (Other workers forget it when the announcement reaches them: test_absences.)"""
+    """Guards the benchmark target "introspection" (issue 20). A resource server introspects on every call it
+    serves: after the first, the worker answers from its memory of the grant and of the token's revocation (no
+    statement), and forgets the grant as soon as any revocation of it commits, whichever way. (Other workers forget
+    it when the announcement reaches them: test_absences.)"""
     token = tokens["access_token"]
     assert introspect(client, rp_client, token).get_json()["active"] is True
     with statements_run(app) as log:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import Browser, ClientInfo, create_test_client, exchange_code, get_code
+from .helpers import Browser, ClientInfo, create_test_client, create_test_user, exchange_code, get_code
 
 
 def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
@@ -154,3 +154,81 @@ def test_public_client_revokes_its_own_token_with_client_id(app, client, browser
     assert userinfo_status(client, tokens["access_token"]) == 401
     if which == "refresh_token":
         assert_refresh_refused(client, public, tokens["refresh_token"])
+
+
+def lose_the_store(app) -> None:
+    """Everything the key-value store held is gone, as after a Redis restart without persistence (or a FLUSH).
+    The in-process store goes with its process: the other app of the test is that process started again."""
+    from idp.store.kv import RedisStore
+
+    store = app.extensions["idp"].store
+    if isinstance(store, RedisStore):
+        assert store.delete_prefix() > 0
+
+
+def test_a_revoked_access_token_stays_revoked_when_the_store_loses_everything(app_with):
+    """Issue 19 item 8, as an attacker holding a stolen access token would try it: the relying party revokes the
+    token (and a client-credentials token is revoked too), then Redis loses everything. Neither token comes back,
+    at the worker that revoked them nor at a worker started afterwards: introspection says inactive and userinfo
+    refuses with invalid_token."""
+    first = app_with()
+    server = first.extensions["idp"].config.server
+    # Another worker on the same database and store; on the in-process store, the provider's process restarted.
+    restarted = app_with(server={"issuer": server.issuer, "port": server.port})
+    user = create_test_user(first)
+    portal = create_test_client(first)
+    machine = create_test_client(first, grant_types=["client_credentials"], redirect_uris=[], scope="openid api:read")
+    one = first.test_client()
+    tokens = sign_in(Browser(one, server.issuer), portal, user)
+    machine_token = one.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(machine.client_id, machine.client_secret)
+    ).get_json()["access_token"]
+    assert userinfo_status(one, tokens["access_token"]) == 200
+
+    assert revoke(one, portal, tokens["access_token"]).status_code == 200
+    assert revoke(one, machine, machine_token).status_code == 200
+    lose_the_store(first)
+
+    for worker in (first, restarted):
+        client = worker.test_client()
+        for rp, token in ((portal, tokens["access_token"]), (machine, machine_token)):
+            answer = client.post("/token/introspect", data={"token": token}, auth=(rp.client_id, rp.client_secret))
+            assert answer.status_code == 200 and answer.get_json() == {"active": False}, answer.get_json()
+        refused = client.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert refused.status_code == 401
+        assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    # The refresh token was not revoked: the relying party keeps its session, with a new access token that works.
+    renewed = refresh(restarted.test_client(), portal, tokens["refresh_token"])
+    assert renewed.status_code == 200, renewed.get_json()
+    assert userinfo_status(restarted.test_client(), renewed.get_json()["access_token"]) == 200
+
+
+def test_revocations_are_kept_until_the_token_expires_and_then_pruned(app, client, browser, user, rp_client):
+    """A revoked access token's row lives as long as the token would have, not forever: the next revocation after
+    its expiry removes it."""
+    from sqlalchemy import select
+
+    from idp import clock
+    from idp.extensions import db
+    from idp.store.models import RevokedAccessToken
+
+    def kept() -> int:
+        with app.app_context():
+            try:
+                return len(db.session.scalars(select(RevokedAccessToken)).all())
+            finally:
+                db.session.remove()
+
+    tokens = sign_in(browser, rp_client, user)
+    assert revoke(client, rp_client, tokens["access_token"]).status_code == 200
+    assert revoke(client, rp_client, tokens["access_token"]).status_code == 200  # twice: one row, no error
+    assert kept() == 1
+    clock.advance(app.extensions["idp"].config.tokens.access_token_ttl - 5)
+    newer = refresh(client, rp_client, tokens["refresh_token"]).get_json()
+    assert revoke(client, rp_client, newer["access_token"]).status_code == 200
+    assert kept() == 2  # the first token has 5 s left: still kept
+    clock.advance(10)
+    newest = refresh(client, rp_client, newer["refresh_token"]).get_json()
+    assert revoke(client, rp_client, newest["access_token"]).status_code == 200
+    assert kept() == 2  # the first is gone; the second and the third are kept
+    assert userinfo_status(client, newer["access_token"]) == 401

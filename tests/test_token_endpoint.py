@@ -777,9 +777,10 @@ def test_https_issuer_behind_a_tls_proxy_accepts_plain_http_from_the_proxy(app_w
 def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_answer(
     app, client, issuer, user, refresh_token
 ):
-    """The exchange reads the user, makes the whole answer (ID token included), then writes the grant, its first
-    refresh token and the token.issued row: one statement on PostgreSQL (three inserts on SQLite) in one
-    transaction, committed last. Statements, not time: every code flow of every relying party pays for them."""
+    """Guards the benchmark target "whole code flow with a password" (issue 20). The exchange reads the user, makes
+    the whole answer (ID token included), then writes the grant, its first refresh token and the token.issued
+    row: one statement on PostgreSQL (three inserts on SQLite) in one transaction, committed last. Statements, not
+    time: every code flow of every relying party pays for them."""
     from sqlalchemy import func, select
 
     from idp.extensions import db

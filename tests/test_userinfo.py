@@ -115,9 +115,10 @@ def test_response_is_not_cached(app, client, browser, user, rp_client):
 
 
 def test_userinfo_reads_once_and_writes_nothing(app, client, browser, user, rp_client):
-    """The endpoint relying parties call on every page view: one statement (the token's grant with its user) and,
-    on PostgreSQL, outside any transaction (no BEGIN before it, no ROLLBACK after). A revocation in between is
-    still seen at once: every statement reads what was committed before it."""
+    """Guards the benchmark target "userinfo" (issue 20). The endpoint relying parties call on every page view: one
+    statement (the token's grant with its user, and whether the token was revoked) and, on PostgreSQL, outside any
+    transaction (no BEGIN before it, no ROLLBACK after). A revocation in between is still seen at once: every
+    statement reads what was committed before it."""
     tokens = sign_in(app, browser, rp_client, user, scope="openid profile")
     with statements_run(app) as log:
         response = client.get("/userinfo", headers=bearer(tokens["access_token"]))

@@ -7,10 +7,10 @@ from typing import Any
 
 from authlib.common.urls import add_params_to_uri, url_decode, urlparse
 from authlib.integrations.flask_oauth2 import AuthorizationServer as _AuthorizationServer
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter as _IssuerParameter
-from flask import Flask, Response, current_app, g
+from flask import Flask, Request, Response, current_app, g
 from flask import request as flask_request
 
 from ..ops.metrics import count_audit_event
@@ -50,22 +50,29 @@ class IssuerParameter(_IssuerParameter):
         return current_provider().issuer
 
 
-class IssuerURLRequest(FlaskOAuth2Request):
-    """The Flask request, with its URL as clients see it: under the issuer.
+class IssuerURLRequest(OAuth2Request):
+    """The Flask request as Authlib's ``FlaskOAuth2Request`` presents it, with its URL as clients see it: under
+    the issuer.
 
     Behind a TLS-terminating proxy the app sees plain http, and Authlib would refuse every request as
     ``insecure_transport``; the issuer is https (or loopback) by configuration, so its URL is the true one.
+    ``FlaskOAuth2Request`` takes the URL from the request itself, so this is an ``OAuth2Request`` given that URL,
+    with the Flask request's payload, arguments and form as ``FlaskOAuth2Request`` has them.
     """
 
-    def __init__(self, request: Any) -> None:
-        OAuth2Request.__init__(
-            self, method=request.method, uri=current_provider().url(request.full_path.rstrip("?")), headers=None
-        )
-        # Set here, not passed: Authlib's ``headers or {}`` would count the environ's headers one by one (werkzeug's
-        # EnvironHeaders has no cheaper truth value), ~5 us a request.
-        self.headers = request.headers
-        self._request = request
+    def __init__(self, request: Request) -> None:
+        uri = current_provider().url(request.full_path.rstrip("?"))
+        super().__init__(method=request.method, uri=uri, headers=request.headers)
         self.payload = FlaskOAuth2Payload(request)
+        self._flask_request = request
+
+    @property
+    def args(self) -> Any:
+        return self._flask_request.args
+
+    @property
+    def form(self) -> Any:
+        return self._flask_request.form
 
 
 class AuthorizationServer(_AuthorizationServer):

@@ -15,24 +15,16 @@ from typing import Any
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import inspect
 
 from .. import clock
 from ..provider import current_provider
-from ..security import new_token, sha256_hex
-from ..store import audit
-from ..store import grants as grant_store
-from ..store import users as user_store
+from ..security import new_token
+from ..store import access_tokens, audit
 from ..store.clients import get_client
 from ..store.models import Client, Grant, User
 from .claims import released_claim_names, subject_for, user_claims
 
 ACCESS_TOKEN_TYPE = "at+jwt"
-#: How long a worker may remember that an access token was not revoked instead of asking Redis again, and an access
-#: token's grant active instead of reading it again (introspection). A revocation reaches every worker within
-#: moments through the store's announcements (idp.store.absences); this bounds the time a worker whose
-#: subscription died unnoticed could still say "active".
-REVOCATION_MEMORY_SECONDS = 5.0
 
 
 def sign_jwt(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> str:
@@ -94,6 +86,9 @@ class AccessToken:
 
     claims: dict[str, Any]
     client: Client
+    #: Revoked itself (RFC 7009), or its grant is no longer active (idp.store.access_tokens).
+    revoked: bool
+    #: Its grant, when read from the database (userinfo reads it with the user); None for a token without one.
     grant: Grant | None
 
     @property
@@ -118,11 +113,7 @@ class AccessToken:
         return client.client_id == self.client.client_id
 
     def get_user(self) -> User | None:
-        if self.grant is None or self.grant.user_id is None:
-            return None
-        if "user" not in inspect(self.grant).unloaded:  # read with the grant (read_access_token's with_user)
-            return self.grant.user
-        return user_store.get_user(self.grant.user_id)
+        return self.grant.user if self.grant is not None else None
 
     def get_expires_in(self) -> int:
         return max(self.expires_at - clock.timestamp(), 0)
@@ -131,17 +122,11 @@ class AccessToken:
         return self.expires_at <= clock.timestamp()
 
     def is_revoked(self) -> bool:
-        if self.grant is not None and not grant_store.is_grant_active(self.grant):
-            return True
-        return not current_provider().store.is_absent(_revoked_key(self.jti), REVOCATION_MEMORY_SECONDS)
+        return self.revoked
 
     def revoke(self) -> None:
-        ttl = max(self.expires_at - clock.timestamp(), 0) + 1
-        current_provider().store.put_and_announce(_revoked_key(self.jti), {}, ttl)
-
-
-def _revoked_key(jti: str) -> str:
-    return "revoked-access-token:" + sha256_hex(jti)
+        """Revoke it, in the request's transaction (the caller commits)."""
+        access_tokens.revoke_access_token(self.jti, self.expires_at)
 
 
 def _decode_signed_by_us(token: str) -> jwt.Token | None:
@@ -155,11 +140,11 @@ def _decode_signed_by_us(token: str) -> jwt.Token | None:
 
 
 def read_access_token(token: str, *, with_user: bool = True) -> AccessToken | None:
-    """The access token if it is one of ours, correctly signed, of the access-token type and not expired.
+    """The access token if it is one of ours, correctly signed, of the access-token type and not expired, with
+    whether it was revoked (:meth:`AccessToken.is_revoked`).
 
-    Revocation is not checked here: callers ask :meth:`AccessToken.is_revoked`. ``with_user`` reads the grant's
-    user with the grant (userinfo's next question); introspection, which answers from the token's claims, reads
-    the grant alone.
+    ``with_user`` reads the grant's user with the grant (userinfo's next question); introspection, which answers
+    from the token's claims, needs only to know that the grant is active, which a worker may remember.
     """
     provider = current_provider()
     decoded = _decode_signed_by_us(token)
@@ -173,34 +158,11 @@ def read_access_token(token: str, *, with_user: bool = True) -> AccessToken | No
     client = get_client(str(claims.get("client_id", "")))
     if client is None:
         return None
-    grant = None
-    if "gid" in claims:
-        grant_id = str(claims["gid"])
-        grant = (
-            _grant_alone(grant_id)
-            if not with_user
-            else grant_store.find_grant_of_access_token(grant_id, with_user=True)
-        )
-        if grant is None:
-            return None
-    return AccessToken(claims=claims, client=client, grant=grant)
-
-
-def _grant_alone(grant_id: str) -> Grant | None:
-    """An access token's grant without its user (introspection's question: is it still active?), remembered by
-    this worker for up to REVOCATION_MEMORY_SECONDS while active, so a resource server that introspects every call
-    it serves costs no database read after the first: every revocation of a grant is announced to every worker
-    when it commits (idp.store.grants), and a worker forgets the grant at the announcement. The object is
-    detached, every column loaded, and only read (is_grant_active); its expiry is checked on each use."""
-    store = current_provider().store
-    key = grant_store.grant_memory_key(grant_id)
-    remembered, ticket = store.remembered(key)
-    if remembered is not None:
-        return remembered
-    grant = grant_store.find_grant_of_access_token(grant_id, with_user=False)
-    if ticket is not None and grant_store.is_grant_active(grant):
-        store.remember(key, grant, ticket, REVOCATION_MEMORY_SECONDS)
-    return grant
+    grant_id = str(claims["gid"]) if "gid" in claims else None
+    state = access_tokens.read_state(claims["jti"], grant_id, claims["exp"], with_user=with_user)
+    if state is None:
+        return None  # its grant is gone (the account was deleted)
+    return AccessToken(claims=claims, client=client, revoked=state.revoked, grant=state.grant)
 
 
 def issue_id_token(

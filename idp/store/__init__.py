@@ -24,9 +24,10 @@ def rollback() -> None:
 
 def read_outside_a_transaction() -> None:
     """Run the request's statements without a transaction, on PostgreSQL, for a request that only reads or whose
-    one write is a single statement: psycopg would otherwise send BEGIN before the first statement, and the request
-    would end with ROLLBACK or COMMIT, two round trips that protect nothing there. Nothing to do once a
-    transaction has begun, nor on SQLite (whose BEGIN costs no round trip)."""
+    writes are each whole by themselves (one statement each): psycopg would otherwise send BEGIN before the first
+    statement, and the request would end with ROLLBACK or COMMIT, two round trips that protect nothing there. Until
+    the session's next commit or rollback. Nothing to do once a transaction has begun, nor on SQLite (whose BEGIN
+    costs no round trip)."""
     session = db.session()
     if db.engine.dialect.name == "postgresql" and not session.in_transaction():
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

@@ -1,32 +1,27 @@
-"""A worker's memory of keys it found absent in Redis, forgotten as soon as any process announces a write.
+"""A worker's memory of what it read from the database, forgotten as soon as any process announces its key.
 
-Introspection and userinfo ask Redis on every call whether the access token was revoked, and the answer is
-nearly always "no": one round trip per request, a third of an introspection's cost under load. A key written
-with :meth:`RedisStore.put_and_announce` is set and published on one channel in one script, and every worker
-stays subscribed to that channel: before it trusts anything it remembers, a worker reads the announcements
-waiting on its subscription (a non-blocking read, no round trip). Redis writes the announcement to every
-subscriber in the same pass of its event loop as the revoker's answer, so by the time a relying party has
-heard of the revocation and asked again, it is in each other worker's socket; a lookup made within microseconds of
-the revocation (a few milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it
-could have raced the revocation itself. The revoking worker does not wait for its own copy: it forgets the key as
-it announces it (Redis may write the revoker's answer before the subscribers' copies, and this worker can serve
-the relying party's next request in between, as CI saw).
+Introspection asks, of every access token, whether it was revoked and whether its grant is still active: two
+facts in the database (idp.store.access_tokens) that nearly never change, and a read on every call, a third of an
+introspection's cost under load. A worker may remember what it read under a key of the store; a revocation
+announces that key on one Redis channel once its transaction commits (idp.store.announcements), and every worker
+stays subscribed to that channel: before it trusts anything it remembers, a worker reads the announcements waiting
+on its subscription (a non-blocking read, no round trip). Redis writes the announcement to every subscriber in the
+same pass of its event loop as the revoker's answer, so by the time a relying party has heard of the revocation
+and asked again, it is in each other worker's socket; a lookup made within microseconds of the revocation (a few
+milliseconds when Redis is starved of CPU, as under the test suite) can still miss it, as it could have raced
+the revocation itself. The revoking worker does not wait for its own copy: it forgets the key as it announces it
+(Redis may write the revoker's answer before the subscribers' copies, and this worker can serve the relying
+party's next request in between).
 
-The same memory keeps values read from the database that stay true until their key is announced: a grant found
-active by introspection (idp.oidc.tokens), remembered under ``grant:<id>`` until a revocation of that grant is
-announced after its commit (idp.store.grants) or ``remember_for`` passes. The rule is the one above: what a worker
-remembers, it forgets at the first announcement of its key it reads, and the worker that writes or announces a key
-forgets it at once (:meth:`AbsenceMemory.forget`), without waiting for its own announcement to come back.
-
-Not used with a Redis Cluster (every lookup asks there): a PUBLISH reaches the subscribers of other nodes
-through the cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a
-Sentinel-watched master, subscribers and writer are on the same server.
+Not used with a Redis Cluster (every lookup reads): a PUBLISH reaches the subscribers of other nodes through the
+cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a Sentinel-watched master,
+subscribers and writer are on the same server.
 
 Nothing is remembered unless the subscription is up and was up before the key was looked up: a broken
 subscription (Redis restarted, a fail-over) forgets everything, and so does a new one (announcements made in
 between were lost). An announcement read between a lookup and its remembering cancels the remembering. Each
-absence is also remembered for a bounded time only, the caller's ``remember_for``: the limit of being wrong
-when a subscription dies without its socket noticing (a network partition with no reset).
+value is also remembered for a bounded time only, the caller's ``remember_for``: the limit of being wrong when a
+subscription dies without its socket noticing (a network partition with no reset).
 """
 
 from __future__ import annotations
@@ -43,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: How long a worker waits before subscribing again after it could not.
 RESUBSCRIBE_AFTER = 1.0
-#: Absences one worker remembers at most (the oldest are forgotten first); ~150 bytes each.
+#: Values one worker remembers at most (the oldest are forgotten first); ~150 bytes each.
 CAPACITY = 10_000
 
 
@@ -55,15 +50,10 @@ class AbsenceMemory:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._pubsub: Any = None
-        # key -> (monotonic time it stops being trusted, the value remembered: True for an absence)
+        # key -> (monotonic time it stops being trusted, the value remembered)
         self._remembered: dict[str, tuple[float, Any]] = {}
         self._epoch = 0  # moves with every announcement read and every new subscription
         self._retry_at = 0.0
-
-    def recall(self, key: str) -> tuple[bool, int | None]:
-        """(remembered absent, epoch to pass to :meth:`remember` after a lookup, or None: do not remember)."""
-        value, epoch = self.recall_value(key)
-        return value is not None, epoch
 
     def recall_value(self, key: str) -> tuple[Any, int | None]:
         """(the value remembered for ``key`` or None, epoch to pass to :meth:`remember` after a lookup, or None: do
@@ -78,9 +68,8 @@ class AbsenceMemory:
                 del self._remembered[key]
             return None, self._epoch
 
-    def remember(self, key: str, epoch: int, remember_for: float, value: Any = True) -> None:
-        """Remember ``key`` absent (or ``value`` for it), unless an announcement (of any key) was read since
-        ``epoch``."""
+    def remember(self, key: str, epoch: int, remember_for: float, value: Any) -> None:
+        """Remember ``value`` for ``key``, unless an announcement (of any key) was read since ``epoch``."""
         with self._lock:
             if not self._catch_up() or self._epoch != epoch:
                 return

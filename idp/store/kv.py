@@ -1,5 +1,5 @@
 """The key-value store for short-lived records: authorization codes, login transactions, browser sessions,
-used assertion ids, revoked access-token ids and rate-limit counters.
+used assertion ids and rate-limit counters.
 
 Every record has a time to live. Two backends share one small interface: Redis, for any number of processes
 and instances, and an in-process store for a single process (the embedded default, refused by ``idp serve``
@@ -48,13 +48,6 @@ class KeyValueStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
 
-    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
-        """Store like put(), and make every process forget that it found ``key`` absent (see is_absent)."""
-
-    def is_absent(self, key: str, remember_for: float) -> bool:
-        """True when ``key`` holds nothing. This process may remember the absence for up to ``remember_for``
-        seconds instead of asking again, but never past a put_and_announce() of the key by any process."""
-
     def announce(self, keys: Collection[str]) -> None:
         """Make every process forget what it remembers for ``keys`` (see remembered), without writing them."""
 
@@ -64,7 +57,7 @@ class KeyValueStore(Protocol):
 
     def remember(self, key: str, value: Any, ticket: int, remember_for: float) -> None:
         """Remember ``value`` for ``key`` in this process for up to ``remember_for`` seconds, but never past an
-        announce() or put_and_announce() of the key by any process made after remembered() gave ``ticket``."""
+        announce() of the key by any process made after remembered() gave ``ticket``."""
 
     def ping(self) -> bool:
         """True when the store answers."""
@@ -143,12 +136,6 @@ class MemoryStore:
         with self._lock:
             self._records.pop(key, None)
 
-    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
-        self.put(key, value, ttl)
-
-    def is_absent(self, key: str, remember_for: float) -> bool:
-        return self.get(key) is None  # already in this process: nothing to remember
-
     # The database a value would be remembered from is changed by other processes too (the admin commands), which
     # could not announce to this one: nothing is remembered.
     def announce(self, keys: Collection[str]) -> None:
@@ -172,19 +159,12 @@ if value == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return value
 """
 
-#: SET with a time to live and PUBLISH of the key on the announcement channel, as one step: no process can see
-#: the record written and miss its announcement.
-_SET_AND_ANNOUNCE = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', ARGV[3], KEYS[1])
-return 1
-"""
 #: PUBLISH of each key on the announcement channel (ARGV[1]), in one round trip.
 _ANNOUNCE = """
 for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end
 return #ARGV - 1
 """
-#: The channel (after the key prefix) on which written keys are announced to every worker's AbsenceMemory.
+#: The channel (after the key prefix) on which keys are announced to every worker's AbsenceMemory.
 ANNOUNCEMENTS = "announced-writes"
 
 
@@ -250,25 +230,6 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         self._call("delete", self.prefix + key)
-
-    def put_and_announce(self, key: str, value: dict[str, Any], ttl: int) -> None:
-        payload = json.dumps(value, separators=(",", ":"))
-        try:
-            self._call("eval", _SET_AND_ANNOUNCE, 1, self.prefix + key, payload, ttl, self.announcements)
-        finally:
-            self._forget_here([self.prefix + key])
-
-    def is_absent(self, key: str, remember_for: float) -> bool:
-        full_key = self.prefix + key
-        if self.absences is None:
-            return not self._call("exists", full_key)
-        remembered, epoch = self.absences.recall(full_key)
-        if remembered:
-            return True
-        absent = not self._call("exists", full_key)
-        if absent and epoch is not None:
-            self.absences.remember(full_key, epoch, remember_for)
-        return absent
 
     def announce(self, keys: Collection[str]) -> None:
         if keys:

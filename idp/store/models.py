@@ -1,5 +1,5 @@
-"""Long-lived records, in SQL: users, clients, consents, grants with their refresh tokens, login sessions,
-signing keys' metadata and the audit log. The same models run on SQLite and PostgreSQL.
+"""Long-lived records, in SQL: users, clients, consents, grants with their refresh tokens, revoked access
+tokens, login sessions, signing keys' metadata and the audit log. The same models run on SQLite and PostgreSQL.
 
 Secrets never appear here in clear: client secrets and refresh tokens are stored as SHA-256 hashes and
 passwords as Argon2id hashes.
@@ -298,6 +298,22 @@ class RefreshToken(db.Model):
 
     def get_scope(self) -> str:
         return self.grant.scope
+
+
+class RevokedAccessToken(db.Model):
+    """An access token revoked before its expiry (RFC 7009), kept until it would have expired.
+
+    Access tokens are JWTs that no other row describes: this is the only record that one was revoked, so it lives
+    in the database with the grants, not in the key-value store, which may lose everything (docs/deployment.md).
+    """
+
+    __tablename__ = "revoked_access_tokens"
+
+    #: SHA-256 of the token's ``jti``.
+    jti_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The token's own expiry: after it the token is refused anyway, and the row is pruned.
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class SigningKey(db.Model):

@@ -2,7 +2,8 @@
 
 Revoking a refresh token revokes its whole grant, with every access token issued under it (RFC 7009
 section 2.1 lets the server do so, and a relying party revoking at logout means exactly that). Revoking an
-access token adds its id to a deny list until it would have expired. Unknown tokens get 200, as the RFC says.
+access token writes its id to the database's deny list until it would have expired (idp.store.access_tokens).
+Unknown tokens get 200, as the RFC says.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class RevocationEndpoint(_RevocationEndpoint):
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> RefreshToken | AccessToken | None:
         # The hint only orders the lookups (RFC 7009 section 2.1); both kinds are always tried.
-        lookups = [grant_store.find_refresh_token, read_access_token]
+        lookups = [grant_store.find_refresh_token, _access_token]
         if token_type_hint == "access_token":
             lookups.reverse()
         for lookup in lookups:
@@ -40,3 +41,8 @@ class RevocationEndpoint(_RevocationEndpoint):
             commit_store()
         else:
             token.revoke()
+            commit_store()
+
+
+def _access_token(token_string: str) -> AccessToken | None:
+    return read_access_token(token_string, with_user=False)

@@ -182,10 +182,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Make the whole answer (the ID token included, by Authlib's after-hook), then write the grant, its first
-        refresh token and the audit row: one statement on PostgreSQL, where they were three. The token view
-        commits. Unlike the refresh, the exchange keeps its transaction (BEGIN, the user's read, this, COMMIT):
-        a worker killed while the write waits (a lock) leaves nothing, where a statement outside a transaction
-        would still commit once it ran, a grant for an answer nobody received."""
+        refresh token and the audit row together (idp.store.grants.write_new_grant), in the request's transaction,
+        which the token view commits: an answer that could not be made, or a worker killed before the commit,
+        leaves no grant for an answer nobody received."""
         answer = super().create_token_response()
         grant_store.write_new_grant(self.request.idp_grant, self._first_refresh_token, self._audit_row)
         audit.announce(self._audit_row)

@@ -10,85 +10,48 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, grants
+from authlib.oauth2.rfc6749 import InvalidGrantError, grants
 
+from ... import clock
 from ...provider import current_provider
-from ...store import audit
+from ...store import audit, read_outside_a_transaction
 from ...store import commit as commit_store
 from ...store import grants as grant_store
 from ...store import rollback as rollback_store
 from ...store.models import RefreshToken, User
-from ..tokens import token_response
+from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
 
 log = logging.getLogger(__name__)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
-    """Claim the presented token first (on PostgreSQL one statement that checks it, marks it rotated and writes
-    its successor and the audit row), then make the answer (access token, refresh token, ID token). If the answer
-    cannot be made, the claim is withdrawn, so the client's retry works; a token claimed by a request whose worker
-    then died is spent (the client's retry counts as a replay), as when an answer is lost on its way."""
+    """Authlib's grant: the presented token is read with its grant and user and judged here
+    (:meth:`authenticate_refresh_token`; Authlib checks the client and the scope), then the whole answer is made,
+    the ID token included, and only then is the token rotated, with its successor and the audit row
+    (:func:`grant_store.rotate_refresh_token`). The rotation is conditional on the token being unrotated: of two
+    uses that both read it unrotated, the first to write wins, and the other finds it rotated, a replay. Nothing is
+    written before the answer is made, so an answer that could not be made leaves the token usable.
+
+    The read and the write are each whole by themselves (on PostgreSQL the write is one statement), so they run
+    outside a transaction there: no BEGIN and COMMIT around them, two round trips that would protect nothing.
+    """
 
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def validate_token_request(self) -> None:
-        # Authlib's, with its three steps (find the token, check the client, check the scope) made by the claim.
-        client = self._validate_request_client()
-        self.request.client = client
-        presented = self.request.form.get("refresh_token")
-        if presented is None:
-            raise InvalidRequestError("Missing 'refresh_token' in request.")
-        self._claim = grant_store.claim_refresh_token(
-            presented,
-            client_id=client.client_id,
-            scope=self.request.payload.scope or None,
-            idle_ttl=current_provider().config.tokens.refresh_token_idle_ttl,
-            audit_row=audit.event_row("token.issued", client_id=client.client_id),
-        )
-        try:
-            self.request.refresh_token = self._checked(self._claim, client, presented)
-        except OAuth2Error:
-            self._withdraw()  # a claim this check refuses: cannot happen while the claim's SQL and this agree
-            raise
-
-    def _checked(self, claim: grant_store.RefreshClaim, client: Any, presented: str) -> RefreshToken:
-        """The presented token, as it was before the claim, checked as Authlib's grant and ours would."""
-        row = claim.presented
-        if row is None:
-            raise InvalidGrantError()
-        if row.rotated_at is not None:
-            self._revoke_family(row)
-            raise InvalidGrantError()
-        if (
-            not row.check_client(client)
-            or not grant_store.is_grant_active(row.grant, claim.at)
-            or row.expires_at <= claim.at
-            or row.grant.user is None
-        ):
-            raise InvalidGrantError()
-        self._validate_token_scope(row)
-        if not claim.rotated:
-            # Usable as it was read, yet not rotated by this claim: a concurrent use of it rotated it first. Of
-            # the two, this one is treated as the replay (RFC 9700 section 4.14.2). Read again first, so that a
-            # disagreement between the claim's SQL and these checks could never revoke a family.
-            now_stored = grant_store.find_refresh_token(presented)
-            if now_stored is not None and now_stored.rotated_at is not None:
-                self._revoke_family(row)
-            else:
-                log.error("a refresh token the checks accept was not claimed; refused, its family left alone")
-            raise InvalidGrantError("The refresh token was already used.")
-        return row
-
-    def _revoke_family(self, row: RefreshToken) -> None:
-        grant_id, user_id, client_id = row.grant_id, row.grant.user_id, row.grant.client_id
-        # Out of whatever the session holds: the revocation and its audit row are written together.
-        rollback_store()
-        if grant_store.revoke_grant_by_id(grant_id, "refresh_token_replayed"):
-            audit.record("refresh_token.replayed", user_id=user_id, client_id=client_id, grant_id=grant_id)
-            log.warning("refresh token replayed; family %s of client %s revoked", grant_id, client_id)
-        commit_store()
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        read_outside_a_transaction()
+        token = grant_store.find_refresh_token(refresh_token)
+        if token is None:
+            return None
+        if token.rotated_at is not None:
+            self._revoke_family(token)
+            return None
+        now = clock.now()
+        if token.expires_at <= now or not grant_store.is_grant_active(token.grant, now) or token.grant.user is None:
+            return None
+        return token
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
         return refresh_token.grant.user
@@ -101,34 +64,37 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
-        row: RefreshToken = self.request.refresh_token
-        self.request.idp_grant = row.grant
-        token = token_response(client=self.client, user=user, scope=scope or "", grant=row.grant)
-        token["refresh_token"] = self._claim.successor.token
+        grant = self.request.refresh_token.grant
+        self.request.idp_grant = grant
+        token = token_response(client=self.client, user=user, scope=scope or "", grant=grant)
+        self._successor = grant_store.new_refresh_token(grant, current_provider().config.tokens.refresh_token_idle_ttl)
+        token["refresh_token"] = self._successor.token
         return token
 
     def save_token(self, token: dict[str, Any]) -> None:
-        # The token.issued row was written with the claim.
+        # Written with the rotation, once the whole answer is made (create_token_response).
+        self._audit_row = token_issued_event(token, self.request)
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        # Done by the rotation, once the whole answer is made (create_token_response).
         return None
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        try:
-            answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
-        except BaseException:
-            self._withdraw()
-            raise
-        audit.announce(self._claim.audit_row)
+        answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
+        presented: RefreshToken = self.request.refresh_token
+        if not grant_store.rotate_refresh_token(presented, self._successor, self._audit_row):
+            # Another use rotated it since it was read: of the two, this one is the replay (RFC 9700 4.14.2).
+            self._revoke_family(presented)
+            raise InvalidGrantError("The refresh token was already used.")
+        audit.announce(self._audit_row)
         return answer
 
-    def _withdraw(self) -> None:
-        """Undo this request's claim, if it rotated the token: its answer will not be given."""
-        try:
-            grant_store.withdraw_claim(self._claim)
-        except Exception:
-            # The store failed as well (the error being answered is likely the same failure): the presented
-            # token stays spent, and the client must sign in again.
-            log.exception("a refresh whose answer failed could not be withdrawn; its token stays spent")
-
-    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
-        # Done by the claim, with the new token's write, before the answer was made.
-        return None
+    def _revoke_family(self, presented: RefreshToken) -> None:
+        grant_id, user_id, client_id = presented.grant_id, presented.grant.user_id, presented.grant.client_id
+        # Out of whatever the session holds, into a transaction of its own: the revocation and its audit row are
+        # written together.
+        rollback_store()
+        if grant_store.revoke_grant_by_id(grant_id, "refresh_token_replayed"):
+            audit.record("refresh_token.replayed", user_id=user_id, client_id=client_id, grant_id=grant_id)
+            log.warning("refresh token replayed; family %s of client %s revoked", grant_id, client_id)
+        commit_store()
