@@ -28,7 +28,7 @@ from . import clock
 from .extensions import db
 from .store.models import SigningKey
 
-ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
+ALGORITHMS = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
 #: How many verified tokens a process remembers (a few MB at most); the memory is emptied when full.
 VERIFIED_TOKENS_KEPT = 4096
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class LoadedKey:
 
 
 def _new_private_key(alg: str) -> RSAKey | ECKey:
-    if alg == "RS256":
+    if alg in ("RS256", "PS256"):  # one key per algorithm: a key is never used with two (RFC 7517 section 4.4)
         return RSAKey.generate_key(2048, private=True)
     if alg == "ES256":
         return ECKey.generate_key("P-256", private=True)

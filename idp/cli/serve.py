@@ -14,6 +14,7 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import generated_secrets
+from ..keys import ALGORITHMS
 from ..oidc import paths
 from ..ops.asgi_bridge import WsgiOnAsgi
 from ..ops.process_id import current_process_id
@@ -110,10 +111,10 @@ def default_workers() -> int:
 
 
 def ensure_signing_keys() -> list[str]:
-    """Generate a key for each configured algorithm that has none (first start); returns the new kids."""
+    """Generate a key for each algorithm the provider signs with that has none (first start); returns the new kids."""
     provider = current_provider()
     made = []
-    for alg in dict.fromkeys([provider.config.keys.id_token_alg, provider.config.keys.access_token_alg]):
+    for alg in ALGORITHMS:
         row = provider.keys.generate(alg)
         if row is not None:
             made.append(row.kid)
