@@ -29,7 +29,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 
 #: Paths answered in JSON (protocol endpoints), whatever the error.
-JSON_PATH_PREFIXES = ("/token", "/userinfo", "/jwks.json", "/.well-known/")
+JSON_PATH_PREFIXES = ("/token", "/par", "/userinfo", "/jwks.json", "/.well-known/")
 
 
 class SyncFlask(Flask):

@@ -16,6 +16,7 @@ from .sms import SmsSender
 from .store.kv import KeyValueStore
 
 if TYPE_CHECKING:
+    from .oidc.client_keys import ClientKeys
     from .ops.address_limits import AddressLimits
 
 
@@ -47,6 +48,13 @@ class Provider:
         from .ops.address_limits import AddressLimits
 
         return AddressLimits(self.store)
+
+    @cached_property
+    def client_keys(self) -> ClientKeys:
+        """This process's copies of clients' published public keys (see idp.oidc.client_keys)."""
+        from .oidc.client_keys import ClientKeys
+
+        return ClientKeys()
 
     def url(self, path: str) -> str:
         """An absolute URL under the issuer (endpoints are advertised this way in discovery)."""

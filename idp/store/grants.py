@@ -226,8 +226,11 @@ def new_grant(
     amr: list[str] | None,
     code_hash: str | None,
     lifetime: int,
+    dpop_jkt: str | None = None,
+    resources: list[str] | None = None,
 ) -> Grant:
-    """A new grant, not yet written: :func:`write_new_grant` writes it with its first refresh token."""
+    """A new grant, not yet written: :func:`write_new_grant` writes it with its first refresh token. ``dpop_jkt``
+    binds its refresh tokens to a DPoP key; ``resources`` are the resource servers it covers."""
     now = clock.now()
     return Grant(
         id=new_token(24),
@@ -240,6 +243,8 @@ def new_grant(
         acr=acr,
         amr=amr,
         code_hash=code_hash,
+        dpop_jkt=dpop_jkt,
+        resources=resources,
         created_at=now,
         expires_at=now + dt.timedelta(seconds=lifetime),
         revoked_at=None,

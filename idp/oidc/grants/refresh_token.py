@@ -18,6 +18,7 @@ from ...store import commit as commit_store
 from ...store import grants as grant_store
 from ...store import rollback as rollback_store
 from ...store.models import RefreshToken, User
+from ..dpop import check_refresh_token_binding
 from ..tokens import token_response
 from .client_methods import ALL_METHODS
 
@@ -40,6 +41,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         presented = self.request.form.get("refresh_token")
         if presented is None:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
+        check_refresh_token_binding(client, presented)
         self._claim = grant_store.claim_refresh_token(
             presented,
             client_id=client.client_id,
