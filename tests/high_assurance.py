@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from idp import clock
 from idp.security import b64url
 
 from .helpers import REDIRECT_URI, Browser, ClientInfo, UserInfo, create_test_client, pkce_pair, query_of
@@ -61,7 +61,7 @@ class DPoPKey:
             "jti": jti or secrets.token_urlsafe(16),
             "htm": method,
             "htu": url,
-            "iat": int(time.time()) if iat is None else iat,
+            "iat": clock.timestamp() if iat is None else iat,
         }
         if access_token is not None:
             claims["ath"] = b64url(hashlib.sha256(access_token.encode()).digest())
@@ -95,7 +95,7 @@ class ClientKeys:
         return jwt.encode({"alg": alg, "kid": kid or self.kid}, claims, key or self.key, algorithms=[alg])
 
     def assertion(self, client_id: str, aud: Any, *, lifetime: int = 60, **changes: Any) -> str:
-        now = int(time.time())
+        now = clock.timestamp()
         claims = {
             "iss": client_id,
             "sub": client_id,
@@ -111,7 +111,7 @@ class ClientKeys:
         return {"client_assertion_type": JWT_BEARER, "client_assertion": self.assertion(client_id, aud, **changes)}
 
     def request_object(self, for_client: str, issuer: str, params: dict[str, Any], /, **changes: Any) -> str:
-        now = int(time.time())
+        now = clock.timestamp()
         claims: dict[str, Any] = {
             "iss": for_client,
             "aud": issuer,

@@ -62,6 +62,7 @@ class ClientKeys:
 
     def __init__(self) -> None:
         self._published: dict[str, tuple[float, KeySet]] = {}
+        #: When each set was last fetched again for an unknown kid.
         self._fetched_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -90,7 +91,8 @@ class ClientKeys:
         return key_set
 
     def may_refetch(self, uri: str) -> bool:
-        """Whether the set at ``uri`` may be fetched again now (and if so, count this as the fetch)."""
+        """Whether the set at ``uri`` may be fetched again now for an unknown ``kid`` (and if so, count this as the
+        fetch): once per :data:`MIN_REFETCH_SECONDS`, whatever the kids asked for."""
         now = time.monotonic()
         with self._lock:
             if now - self._fetched_at.get(uri, -1e18) < MIN_REFETCH_SECONDS:
@@ -99,8 +101,6 @@ class ClientKeys:
             return True
 
     def _fetch(self, uri: str) -> KeySet:
-        with self._lock:
-            self._fetched_at[uri] = time.monotonic()
         try:
             # The URL was checked at registration (https, or http on a loopback host).
             with urllib.request.urlopen(uri, timeout=JWKS_FETCH_TIMEOUT) as response:  # noqa: S310

@@ -31,6 +31,7 @@ from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, import_key
+from joserfc.jws import JWSRegistry
 
 from .. import clock
 from ..provider import current_provider
@@ -50,6 +51,17 @@ MAX_JTI_LENGTH = 256
 _JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_TYPES = {"ES256": "EC", "PS256": "RSA", "RS256": "RSA"}
 _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class ProofRegistry(JWSRegistry):
+    """joserfc's JWS rules for proofs: their header carries the public key, which for RSA is past the 512 bytes
+    joserfc allows a header by default."""
+
+    max_header_length = 4096
+
+
+#: One registry per algorithm: the proof's own ``alg`` is the only one its verification allows.
+_REGISTRIES = {alg: ProofRegistry(algorithms=[alg]) for alg in ALGORITHMS}
 
 
 class InvalidDPoPProofError(OAuth2Error):
@@ -139,7 +151,7 @@ def verify_proof(
         raise InvalidDPoPProofError("The DPoP proof's jwk must be a public key of the type its alg uses.")
     try:
         key, jkt = _proof_keys.get(jwk)
-        token = jwt.decode(value, key, algorithms=[alg])
+        token = jwt.decode(value, key, registry=_REGISTRIES[alg])
     except (JoseError, ValueError, TypeError, KeyError):
         raise InvalidDPoPProofError("The DPoP proof's signature does not verify with its jwk.") from None
     claims = dict(token.claims)

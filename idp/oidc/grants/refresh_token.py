@@ -3,6 +3,10 @@
 Each use marks the presented token rotated and returns a new one in the same family (the grant). A rotated
 token presented again is a replay: the whole family is revoked, so neither the attacker nor the client keeps
 a working token, and the user must log in again. No refresh token outlives its family's absolute lifetime.
+
+A FAPI 2.0 client's refresh token is not rotated (FAPI 2.0 Security Profile section 5.3.2.1: a client whose answer
+was lost must be able to retry): it is sender-constrained by the client's authentication instead, and each use
+moves its idle expiry (:meth:`RefreshTokenGrant._kept_token`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error, grants
 
+from ... import clock
 from ...provider import current_provider
 from ...store import audit
 from ...store import commit as commit_store
@@ -19,7 +24,8 @@ from ...store import grants as grant_store
 from ...store import rollback as rollback_store
 from ...store.models import RefreshToken, User
 from ..dpop import check_refresh_token_binding
-from ..tokens import token_response
+from ..fapi import client_profile
+from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if presented is None:
             raise InvalidRequestError("Missing 'refresh_token' in request.")
         check_refresh_token_binding(client, presented)
+        if not client_profile(client).rotates_refresh_tokens:
+            self._claim = None
+            self.request.refresh_token = self._kept_token(client, presented)
+            return
         self._claim = grant_store.claim_refresh_token(
             presented,
             client_id=client.client_id,
@@ -83,6 +93,17 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The refresh token was already used.")
         return row
 
+    def _kept_token(self, client: Any, presented: str) -> RefreshToken:
+        """The presented token of a client whose tokens are not rotated, checked, its idle expiry moved on."""
+        row = grant_store.find_refresh_token(presented)
+        if row is None or row.rotated_at is not None or not row.check_client(client):
+            raise InvalidGrantError()
+        if not grant_store.is_grant_active(row.grant) or row.expires_at <= clock.now() or row.grant.user is None:
+            raise InvalidGrantError()
+        self._validate_token_scope(row)
+        grant_store.extend_refresh_token(row, current_provider().config.tokens.refresh_token_idle_ttl)
+        return row
+
     def _revoke_family(self, row: RefreshToken) -> None:
         grant_id, user_id, client_id = row.grant_id, row.grant.user_id, row.grant.client_id
         # Out of whatever the session holds: the revocation and its audit row are written together.
@@ -106,12 +127,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         row: RefreshToken = self.request.refresh_token
         self.request.idp_grant = row.grant
         token = token_response(client=self.client, user=user, scope=scope or "", grant=row.grant)
-        token["refresh_token"] = self._claim.successor.token
+        # Not rotated: the same token again, which the client keeps (RFC 6749 section 6).
+        token["refresh_token"] = self._claim.successor.token if self._claim else self.request.form["refresh_token"]
         return token
 
     def save_token(self, token: dict[str, Any]) -> None:
-        # The token.issued row was written with the claim.
-        return None
+        # The token.issued row was written with the claim; a kept token's is written with its new expiry.
+        if self._claim is None:
+            audit.write(token_issued_event(token, self.request))
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         try:
@@ -119,11 +142,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         except BaseException:
             self._withdraw()
             raise
-        audit.announce(self._claim.audit_row)
+        if self._claim is not None:
+            audit.announce(self._claim.audit_row)
         return answer
 
     def _withdraw(self) -> None:
         """Undo this request's claim, if it rotated the token: its answer will not be given."""
+        if self._claim is None:
+            return
         try:
             grant_store.withdraw_claim(self._claim)
         except Exception:
