@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from authlib.oauth2.rfc6749 import InvalidGrantError, OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, OAuth2Error
 from flask import Response, g
 from flask import request as flask_request
 from joserfc import jwt
@@ -61,7 +61,8 @@ class ProofRegistry(JWSRegistry):
 
 
 #: One registry per algorithm: the proof's own ``alg`` is the only one its verification allows.
-_REGISTRIES = {alg: ProofRegistry(algorithms=[alg]) for alg in ALGORITHMS}
+#: Other header parameters are allowed (section 4.2: "MAY contain other JOSE Header Parameters").
+_REGISTRIES = {alg: ProofRegistry(algorithms=[alg], strict_check_header=False) for alg in ALGORITHMS}
 
 
 class InvalidDPoPProofError(OAuth2Error):
@@ -317,8 +318,6 @@ def check_pushed_key(dpop_jkt: str | None) -> str | None:
 
 def check_thumbprint(dpop_jkt: str) -> None:
     """Section 10: ``dpop_jkt`` is a base64url SHA-256 JWK thumbprint (43 characters)."""
-    from authlib.oauth2.rfc6749 import InvalidRequestError
-
     if len(dpop_jkt) != 43 or not set(dpop_jkt) <= _BASE64URL:
         raise InvalidRequestError("The 'dpop_jkt' parameter must be a base64url SHA-256 JWK thumbprint.")
 

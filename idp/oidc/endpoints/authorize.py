@@ -72,8 +72,6 @@ SINGLE_VALUED = (
     "nonce",
     "prompt",
     "max_age",
-    "request",
-    "request_uri",
     "dpop_jkt",
 )
 
