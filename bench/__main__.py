@@ -23,7 +23,18 @@ from urllib.parse import urlsplit
 
 from . import wrk
 from .floor import measure as measure_floor
-from .loadgen import BenchUser, FlowError, Generator, Outbox, RawHttp, Result, Target, closed_loop, open_loop
+from .loadgen import (
+    BenchUser,
+    DPoPSigner,
+    FlowError,
+    Generator,
+    Outbox,
+    RawHttp,
+    Result,
+    Target,
+    closed_loop,
+    open_loop,
+)
 from .servers import PASSWORD, RAISED_LIMITS, REDIRECT_URI, Hoviyat, NodeProvider, cpu_seconds, get_json, rss_kib
 
 SCENARIOS = [
@@ -31,11 +42,18 @@ SCENARIOS = [
     "jwks",
     "client_credentials",
     "refresh",
+    "refresh_dpop",
     "introspection",
     "userinfo",
+    "userinfo_dpop",
     "code_flow",
     "sms_login",
 ]
+#: Each DPoP scenario beside its bearer one (the report gives their ratio, ours and node-oidc-provider's).
+DPOP_SCENARIOS = {"refresh_dpop": "refresh", "userinfo_dpop": "userinfo"}
+#: More proofs per second of a DPoP run than any server here answers: each request takes a new one (a proof works
+#: once), made before the run so the load generator only sends them.
+PROOFS_PER_SECOND = 5000
 # Targets of issue 5 (one worker, one core, PostgreSQL + Redis), in operations per second.
 TARGETS = {
     "discovery": 4000,
@@ -159,6 +177,35 @@ class Bench:
         result = wrk.run(url, seconds, WRK_CONNECTIONS, script, env)
         used = cpu_seconds(pid) - before
         return result, (used / result.ok if result.ok and used > 0 else None)
+
+    def dpop_wrk(
+        self,
+        pid: int,
+        url: str,
+        env: dict[str, str],
+        proofs: Callable[[Path, int], None],
+        chains: Callable[[], list[str]] | None = None,
+    ) -> tuple[wrk.WrkResult, float | None]:
+        """A warm-up and a measured wrk run of bench/wrk/dpop.lua, each with proofs (and refresh chains) of its
+        own, made by ``proofs(path, count)`` (and ``chains()``) just before it."""
+        tmp = Path(tempfile.gettempdir())
+        result: tuple[wrk.WrkResult, float | None] | None = None
+        for phase in ("warmup", "measure"):
+            seconds = self.duration if phase == "measure" else self.warmup
+            proof_file = tmp / f"bench-dpop-proofs-{os.getpid()}-{phase}.txt"
+            chain_file = tmp / f"bench-dpop-chains-{os.getpid()}-{phase}.txt"
+            phase_env = {**env, "BENCH_PROOFS": str(proof_file)}
+            try:
+                if chains is not None:
+                    chain_file.write_text("\n".join(chains()) + "\n")
+                    phase_env["BENCH_TOKENS"] = str(chain_file)
+                proofs(proof_file, int(PROOFS_PER_SECOND * max(1, round(seconds))) + 500)
+                result = self.wrk_costed(pid, url, seconds, "dpop.lua", phase_env)
+            finally:
+                proof_file.unlink(missing_ok=True)
+                chain_file.unlink(missing_ok=True)
+        assert result is not None
+        return result
 
     def wrk_or_python(
         self, system: str, scenario: str, url: str, env: dict[str, str], script: str, op_factory, pid: int
@@ -289,6 +336,28 @@ class Bench:
             row, _ = self.wrk_or_python(system, "userinfo", base + paths["userinfo"], env, "request.lua", None, pid)
             record(row)
 
+        if "userinfo_dpop" in scenarios:
+            # An access token bound to the signer's key (a refresh with a proof), then userinfo with the DPoP scheme
+            # and a new proof each time, with its ath.
+            signer = DPoPSigner()
+            token_url, userinfo_url = base + paths["token"], base + paths["userinfo"]
+            seed = self.code_flows(target, users, 1)[0]
+            bound = self.with_gen(
+                target,
+                lambda gen: gen.token(
+                    {"grant_type": "refresh_token", "refresh_token": seed["refresh_token"]},
+                    {"DPoP": signer.proof("POST", token_url)},
+                ),
+            )
+            if str(bound.get("token_type", "")).lower() != "dpop":
+                raise RuntimeError(f"the token endpoint did not bind the access token: {bound.get('token_type')}")
+            access = bound["access_token"]
+            res, cpu = self.dpop_wrk(
+                pid, userinfo_url, {"BENCH_MODE": "userinfo", "BENCH_AUTH": f"DPoP {access}"},
+                lambda path, count: signer.write_proofs(path, count, "GET", userinfo_url, access),
+            )  # fmt: skip
+            record(wrk_row(system, "userinfo_dpop", res, cpu))
+
         if "refresh" in scenarios:
             # Chains for the warm-up, then fresh ones for the measured run: node-oidc-provider's in-memory
             # adapter is an LRU cache that would forget chains left idle during the warm-up.
@@ -313,6 +382,24 @@ class Bench:
             row = wrk_row(system, "refresh", res, cpu)
             record(row)
             peaks["refresh"] = row.rate or 0
+
+        if "refresh_dpop" in scenarios:
+            # As refresh, each request with a new proof: the access token it gets is bound to the signer's key.
+            signer = DPoPSigner()
+            token_url = base + paths["token"]
+
+            def chains() -> list[str]:
+                seeds = self.code_flows(target, users, 2 * WRK_CONNECTIONS)
+                tokens = [s["refresh_token"] for s in seeds if s.get("refresh_token")]
+                if len(tokens) < 2 * WRK_CONNECTIONS:
+                    raise RuntimeError(f"code flows gave {len(tokens)} refresh tokens of {2 * WRK_CONNECTIONS}")
+                return tokens
+
+            res, cpu = self.dpop_wrk(
+                pid, token_url, {"BENCH_MODE": "refresh", "BENCH_AUTH": auth},
+                lambda path, count: signer.write_proofs(path, count, "POST", token_url), chains,
+            )  # fmt: skip
+            record(wrk_row(system, "refresh_dpop", res, cpu))
 
         # -- whole browser flows (Python generator, closed loop) -----------------------------------------
         if "code_flow" in scenarios:
@@ -606,6 +693,7 @@ class Bench:
                 lines.append(
                     f"| {r.scenario} | {r.mode} | {rate} | {ms(r.p50)} | {ms(r.p99)} | {cpu_ms(r)} | {r.note} |"
                 )
+        lines += self.dpop_lines(systems)
         notes = [r for r in self.rows if r.note and r.system != "node"]
         if notes or self.extra:
             lines.append("")
@@ -614,6 +702,22 @@ class Bench:
             for extra in self.extra:
                 lines.append(f"- {extra}")
         return "\n".join(lines)
+
+    def dpop_lines(self, systems: list[str]) -> list[str]:
+        """What DPoP costs beside the bearer token, for ours and node-oidc-provider, from the peak rows."""
+        peak = {(r.system, r.scenario): r for r in self.rows if r.mode == "peak"}
+        lines = []
+        for dpop, bearer in DPOP_SCENARIOS.items():
+            for system in systems:
+                with_proof, without = peak.get((system, dpop)), peak.get((system, bearer))
+                if not with_proof or not without or not with_proof.rate or not without.rate:
+                    continue
+                lines.append(
+                    f"- {system} {dpop}: {with_proof.rate:,.0f}/s, {with_proof.rate / without.rate:.2f} of {bearer} "
+                    f"with a bearer token ({without.rate:,.0f}/s); CPU {cpu_ms(with_proof)} against {cpu_ms(without)} "
+                    "ms/op"
+                )
+        return ["", "DPoP beside bearer tokens (peak):", *lines] if lines else []
 
 
 def machine() -> str:

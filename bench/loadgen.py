@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import aiohttp
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 Op = Callable[[int], Awaitable[bool]]  # worker index -> success
 
@@ -136,6 +138,25 @@ class Target:
         return basic_auth(self.client_id, self.client_secret)
 
 
+class DPoPSigner:
+    """A client's DPoP key (ES256), making proofs (RFC 9449 section 4.2) for the DPoP scenarios. A proof works
+    once, so wrk is given a file of them made before each run (bench/wrk/dpop.lua)."""
+
+    def __init__(self) -> None:
+        self.key = ECKey.generate_key("P-256", private=True)
+        self.header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.key.as_dict(private=False)}
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time())}
+        if access_token is not None:
+            digest = hashlib.sha256(access_token.encode()).digest()
+            claims["ath"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return jwt.encode(self.header, claims, self.key, algorithms=["ES256"])
+
+    def write_proofs(self, path: Path, count: int, method: str, url: str, access_token: str | None = None) -> None:
+        path.write_text("\n".join(self.proof(method, url, access_token) for _ in range(count)) + "\n")
+
+
 @dataclass
 class BenchUser:
     national_code: str
@@ -172,12 +193,12 @@ class Generator:
 
     # -- single requests ---------------------------------------------------------------------------------
 
-    async def token(self, data: dict[str, str]) -> dict[str, Any]:
+    async def token(self, data: dict[str, str], headers: dict[str, str] | None = None) -> dict[str, Any]:
         assert self.http is not None
         async with self.http.post(
             self.target.base + self.target.token_path,
             data=data,
-            headers={"Authorization": self.target.auth},
+            headers={"Authorization": self.target.auth, **(headers or {})},
         ) as resp:
             body = await resp.read()
             if resp.status != 200:

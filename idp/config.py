@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 ENV_PREFIX = "IDP_"
 SUPPORTED_LOCALES = ("fa", "en")
-SIGNING_ALGORITHMS = ("RS256", "ES256")
+SIGNING_ALGORITHMS = ("RS256", "PS256", "ES256")
 
 
 class ConfigError(ValueError):
@@ -77,6 +77,16 @@ class TokensConfig:
     refresh_token_idle_ttl: int = 14 * 24 * 3600
     refresh_token_absolute_ttl: int = 30 * 24 * 3600
     login_transaction_ttl: int = 1800
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    # Every client must push its authorization requests first (RFC 9126), not only those registered so.
+    require_par: bool = False
+    # How old a DPoP proof may be (its iat), in seconds; its jti is remembered that long (RFC 9449 section 11.1).
+    dpop_proof_max_age: int = 60
+    # Require a server-provided nonce in every DPoP proof (RFC 9449 section 8).
+    dpop_require_nonce: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     tokens: TokensConfig = field(default_factory=TokensConfig)
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     ui: UIConfig = field(default_factory=UIConfig)
@@ -391,6 +402,8 @@ def validate(config: Config) -> None:
         raise ConfigError("tokens.code_ttl", "must be at most 600 seconds (RFC 6749 section 4.1.2)")
     if config.tokens.refresh_token_idle_ttl > config.tokens.refresh_token_absolute_ttl:
         raise ConfigError("tokens.refresh_token_idle_ttl", "must not exceed tokens.refresh_token_absolute_ttl")
+    if not 10 <= config.oauth.dpop_proof_max_age <= 300:
+        raise ConfigError("oauth.dpop_proof_max_age", "must be between 10 and 300 seconds (RFC 9449 section 11.1)")
     _positive(config, "session", "idle_timeout")
     _positive(config, "session", "absolute_timeout")
     if not config.session.cookie_name.replace("_", "").replace("-", "").isalnum():

@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import select
 
+from clients.rp_kit.high_assurance import generate_keys, public_jwks
 from clients.rp_kit.settings import write_settings
 
 from . import create_app
@@ -95,6 +96,8 @@ class Site:
     #: Its port is the provider's plus this.
     port_offset: int
     scope: str
+    #: ``fapi2``: registered under the FAPI 2.0 profile, with a key pair of its own instead of a secret.
+    profile: str = "standard"
 
     @property
     def port(self) -> int:
@@ -106,8 +109,9 @@ class Site:
 
 
 SITES = (
-    # The carmaker gets the address (for the purchase file), not device data; the registry the opposite.
-    Site("carmaker", "سامانه یکپارچه فروش خودرو", 1, "openid profile phone national_id address"),
+    # The carmaker gets the address (for the purchase file), not device data; the registry the opposite. The
+    # carmaker handles money (a Sheba number, payments): FAPI 2.0; the registry is a plain confidential client.
+    Site("carmaker", "سامانه یکپارچه فروش خودرو", 1, "openid profile phone national_id address", profile="fapi2"),
     Site("device_registry", "سامانه همتا (ثبت دستگاه‌های تلفن همراه)", 2, "openid profile phone national_id"),
 )
 
@@ -118,13 +122,23 @@ def _idp_command() -> list[str]:
 
 def register_site(site: Site) -> dict[str, str]:
     """Register ``site`` with `idp clients create` (or give it a new secret when it exists already) and write
-    the settings file it reads, mode 0600 since it holds the client secret."""
+    the settings file it reads, mode 0600 since it holds the client secret. A FAPI 2.0 site gets a key pair of
+    its own (kept with its settings) and is registered with the public half."""
     existing = db.session.scalar(select(Client).where(Client.name == site.name))
-    if existing is not None:
+    keys_file = site_settings_path(site).with_name(f"{site.module}-keys.json")
+    profile: list[str] = []
+    if site.profile == "fapi2":
+        jwks = public_jwks(json.loads(keys_file.read_text())) if keys_file.exists() else generate_keys(keys_file)
+        jwks_file = keys_file.with_name(f"{site.module}-jwks.json")
+        jwks_file.write_text(json.dumps(jwks))
+        profile = ["--profile", "fapi2", "--auth-method", "private_key_jwt", "--jwks", str(jwks_file)]
+    if existing is not None and profile:
+        args = ["clients", "update", existing.client_id, *profile, "--json"]
+    elif existing is not None:
         args = ["clients", "rotate-secret", existing.client_id, "--json"]
     else:
         args = [
-            "clients", "create", "--name", site.name, "--scope", site.scope, "--json",
+            "clients", "create", "--name", site.name, "--scope", site.scope, "--json", *profile,
             "--redirect-uri", site.base_url + "/auth/callback",
             "--post-logout-redirect-uri", site.base_url + "/auth/logged-out",
             "--backchannel-logout-uri", site.base_url + "/auth/backchannel-logout",
@@ -136,9 +150,11 @@ def register_site(site: Site) -> dict[str, str]:
     settings = {
         "issuer": current_provider().issuer,
         "client_id": registered["client_id"],
-        "client_secret": registered["client_secret"],
+        "client_secret": registered.get("client_secret") or "",
         "base_url": site.base_url,
     }
+    if profile:
+        settings["keys_file"] = str(keys_file.resolve())
     write_settings(site_settings_path(site), settings)
     return settings
 
@@ -267,7 +283,11 @@ def sites_text() -> str:
         "The three sites (single sign-on: log in at one, the other asks no password; log out at one, both end):",
         f"  Hoviyat (the provider):        {provider.issuer}",
     ]
-    lines += [f"  {site.module:29} {site.base_url}" for site in SITES]
+    lines += [
+        f"  {site.module:29} {site.base_url}"
+        + ("   (FAPI 2.0: PAR, DPoP, private_key_jwt)" if site.profile == "fapi2" else "")
+        for site in SITES
+    ]
     lines.append(f"Demo identities with accounts (password {DEMO_PASSWORD!r}):")
     lines += [f"  national code {code}  ({given} {family})" for code, _, _, given, family in DEMO_USERS]
     return "\n".join(lines) + "\n"

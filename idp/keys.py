@@ -29,7 +29,7 @@ from .extensions import db
 from .private_files import private_folder
 from .store.models import SigningKey
 
-ALGORITHMS = {"RS256": "RSA", "ES256": "EC"}
+ALGORITHMS = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}
 #: How many verified tokens a process remembers (a few MB at most); the memory is emptied when full.
 VERIFIED_TOKENS_KEPT = 4096
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class LoadedKey:
 
 
 def _new_private_key(alg: str) -> RSAKey | ECKey:
-    if alg == "RS256":
+    if alg in ("RS256", "PS256"):  # one key per algorithm: a key is never used with two (RFC 7517 section 4.4)
         return RSAKey.generate_key(2048, private=True)
     if alg == "ES256":
         return ECKey.generate_key("P-256", private=True)

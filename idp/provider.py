@@ -11,6 +11,7 @@ from .config import Config
 from .identity_registry import IdentityRegistry
 from .keys import KeyRing
 from .mail import MailSender
+from .oidc.client_keys import ClientKeys
 from .rate_limits import RateLimits
 from .sms import SmsSender
 from .store.kv import KeyValueStore
@@ -27,6 +28,8 @@ class Provider:
     rate_limits: RateLimits
     #: Clients read recently, by client_id: (monotonic expiry, detached Client). See store.clients.get_client.
     client_cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    #: This process's copies of clients' published public keys (see idp.oidc.client_keys).
+    client_keys: ClientKeys = field(default_factory=ClientKeys)
 
     @property
     def issuer(self) -> str:

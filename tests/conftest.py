@@ -140,9 +140,15 @@ _key_material: dict[str, tuple[str, bytes]] = {}
 
 
 def _install_keys(keys_dir: Path) -> None:
-    """Active RS256 and ES256 keys, generated once per run and copied for each test (RSA generation is slow)."""
+    """Active RS256, PS256 and ES256 keys, generated once per run and copied for each test (RSA generation is
+    slow)."""
     if not _key_material:
-        for alg, key in (("RS256", RSAKey.generate_key(2048, private=True)), ("ES256", ECKey.generate_key("P-256"))):
+        generated = (
+            ("RS256", RSAKey.generate_key(2048, private=True)),
+            ("PS256", RSAKey.generate_key(2048, private=True)),
+            ("ES256", ECKey.generate_key("P-256")),
+        )
+        for alg, key in generated:
             _key_material[alg] = (key.thumbprint(), key.as_pem(private=True))
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for alg, (kid, pem) in _key_material.items():

@@ -19,6 +19,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
+from clients.rp_kit.high_assurance import generate_keys
 from clients.rp_kit.settings import RpSettings
 
 from .conftest import free_port
@@ -29,6 +30,8 @@ SCOPES = {
     "carmaker": "openid profile phone national_id address",
     "device_registry": "openid profile phone national_id",
 }
+#: The sites `make demo` registers under the FAPI 2.0 profile, with a key pair of their own.
+FAPI2_SITES = {"carmaker"}
 
 
 @dataclass
@@ -46,6 +49,11 @@ def start_site(
     """Register ``name`` at the provider and serve it; returns the site and its server (to shut down)."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    keys_file = tmp_path / f"{name}-keys.json"
+    high_assurance = {}
+    if name in FAPI2_SITES:
+        jwks = generate_keys(keys_file)
+        high_assurance = {"profile": "fapi2", "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks}
     client = create_test_client(
         idp_app,
         name={"carmaker": "سامانه فروش خودرو", "device_registry": "سامانه همتا"}.get(name, name),
@@ -53,6 +61,7 @@ def start_site(
         post_logout_redirect_uris=[base_url + "/auth/logged-out"],
         scope=SCOPES[name],
         backchannel_logout_uri=base_url + "/auth/backchannel-logout",
+        **high_assurance,
     )
     settings = RpSettings(
         issuer=idp_app.extensions["idp"].issuer,
@@ -61,6 +70,7 @@ def start_site(
         base_url=base_url,
         database_url=f"sqlite:///{tmp_path / (name + '.sqlite3')}",
         secret_key=f"{name}-test-secret",
+        keys_file=str(keys_file) if high_assurance else "",
     )
     app = factory(settings)
     app.config["TESTING"] = True

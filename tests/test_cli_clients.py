@@ -210,6 +210,58 @@ def test_private_key_jwt_without_keys_is_refused(runner):
     assert cli_json(runner, "clients", "list") == []
 
 
+# -- high assurance (README, "High assurance (FAPI 2.0)") -----------------------------------------------------
+
+
+def test_create_a_fapi2_client(app, runner, tmp_path):
+    path, _ = public_jwk_file(tmp_path)
+    data = create(runner, "--profile", "fapi2", "--auth-method", "private_key_jwt", "--jwks", str(path))
+    assert data["profile"] == "fapi2"
+    assert data["client_secret"] is None
+    assert data["require_par"] is True and data["dpop_bound"] is True
+    assert data["token_endpoint_auth_method"] == "private_key_jwt"
+    assert data["id_token_signed_response_alg"] == "ES256"
+    assert cli_json(runner, "clients", "show", data["client_id"])["profile"] == "fapi2"
+    # Back to the standard profile: what fapi2 implied goes with it.
+    updated = cli_json(runner, "clients", "update", data["client_id"], "--profile", "standard")
+    assert updated["profile"] == "standard" and updated["require_par"] is False and updated["dpop_bound"] is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        ([], "--auth-method"),
+        (["--auth-method", "private_key_jwt", "--id-token-alg", "RS256"], "--id-token-alg"),
+        (["--auth-method", "private_key_jwt", "--request-object-alg", "RS256"], "--request-object-alg"),
+        (["--auth-method", "private_key_jwt", "--no-require-par"], "--require-par"),
+        (["--auth-method", "private_key_jwt", "--no-dpop-bound"], "--dpop-bound"),
+    ],
+    ids=["client-secret", "rs256-id-token", "rs256-request-objects", "without-par", "bearer-tokens"],
+)
+def test_a_fapi2_client_that_breaks_the_profile_is_refused(runner, tmp_path, extra, option):
+    path, _ = public_jwk_file(tmp_path)
+    args = ["clients", "create", "--name", "Bank", "--redirect-uri", REDIRECT_URI, "--scope", "openid"]
+    result = cli(runner, *args, "--profile", "fapi2", "--jwks", str(path), *extra)
+    assert result.exit_code != 0
+    assert option in result.output, result.output
+    assert cli_json(runner, "clients", "list") == []
+
+
+def test_create_with_par_dpop_request_object_alg_and_resources(runner, tmp_path):
+    path, _ = public_jwk_file(tmp_path)
+    data = create(
+        runner, "--require-par", "--dpop-bound", "--request-object-alg", "PS256", "--jwks", str(path),
+        "--auth-method", "private_key_jwt", "--resource", "https://api.example/v1", "--resource",
+        "https://files.example/",
+    )  # fmt: skip
+    assert data["profile"] == "standard"
+    assert data["require_par"] is True and data["dpop_bound"] is True
+    assert data["request_object_signing_alg"] == "PS256"
+    assert data["resources"] == ["https://api.example/v1", "https://files.example/"]
+    result = cli(runner, "clients", "create", "--name", "X", "--redirect-uri", REDIRECT_URI, "--resource", "ftp://x")
+    assert result.exit_code != 0 and "--resource" in result.output
+
+
 BASE = ["--name", "Bad"]
 
 

@@ -165,7 +165,7 @@ def test_bad_environment_values_name_the_key(environ, key):
         pytest.param("[server]\nport = true\n", "server.port", id="port-bool"),
         pytest.param("[server]\nissuer = 5\n", "server.issuer", id="issuer-not-string"),
         pytest.param("[tokens]\ncode_ttl = 601\n", "tokens.code_ttl", id="code-ttl"),
-        pytest.param('[keys]\nid_token_alg = "PS256"\n', "keys.id_token_alg", id="alg"),
+        pytest.param('[keys]\nid_token_alg = "HS256"\n', "keys.id_token_alg", id="alg"),
         pytest.param('[server]\nissuer = "https://id.example/"\n', "server.issuer", id="issuer-slash"),
         pytest.param('server = "x"\n', "server", id="section-not-table"),
         pytest.param("[server\nissuer=", "config.toml", id="not-toml"),

@@ -83,6 +83,9 @@ def test_make_demo_serves_three_sites_with_single_sign_on(demo):
     browser = requests.Session()
     page = browser.get(carmaker + "/auth/login", timeout=10)
     assert page.url.startswith(issuer + "/login")
+    # The carmaker is registered under FAPI 2.0: its request was pushed, the browser carried only a reference.
+    sent = page.history[0].headers["Location"]
+    assert sent.startswith(issuer + "/authorize?") and "request_uri=urn" in sent and "scope=" not in sent
     form = find_form(page.text, field_name="password")
     data = {**form.fields, "national_code": "0012345679", "password": DEMO_PASSWORD}
     page = browser.post(issuer + form.action, data=data, timeout=10)
@@ -101,6 +104,7 @@ def test_make_demo_serves_three_sites_with_single_sign_on(demo):
     process.wait(timeout=20)
     output = process.stdout.read().decode()
     assert "0012345679" in output and DEMO_PASSWORD in output  # it told the newcomer how to log in
+    assert "FAPI 2.0" in output
     for offset in (0, 1, 2):  # and stopped all three
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port + offset}/", timeout=2)

@@ -70,7 +70,7 @@ def test_jwks_is_public_keys_only(client):
     response = client.get("/jwks.json")
     assert response.status_code == 200
     keys = response.get_json()["keys"]
-    assert {k["alg"] for k in keys} == {"RS256", "ES256"}
+    assert {k["alg"] for k in keys} == {"RS256", "PS256", "ES256"}
     for key in keys:
         assert key["kid"] and key["use"] == "sig"
         assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
@@ -105,4 +105,4 @@ def test_jwks_etag_changes_on_rotation(client, runner):
     response = client.get("/jwks.json", headers={"If-None-Match": etag})
     assert response.status_code == 200
     assert response.headers["ETag"] != etag
-    assert len(response.get_json()["keys"]) == 4
+    assert len(response.get_json()["keys"]) == 6

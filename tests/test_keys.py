@@ -55,7 +55,7 @@ def tokens_for(client: Any, issuer: str, rp: Any, user: Any) -> dict[str, Any]:
 
 
 def verify(token: str, jwks: dict[str, Any]) -> jwt.Token:
-    return jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["RS256", "ES256"])
+    return jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["RS256", "PS256", "ES256"])
 
 
 def unverified_header(token: str) -> dict[str, Any]:
@@ -63,13 +63,17 @@ def unverified_header(token: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
-def test_list_shows_active_rs256_and_es256(runner):
+def test_list_shows_active_rs256_ps256_and_es256(runner):
     rows = key_rows(runner)
-    assert sorted((r["alg"], r["status"]) for r in rows) == [("ES256", "active"), ("RS256", "active")]
+    assert sorted((r["alg"], r["status"]) for r in rows) == [
+        ("ES256", "active"),
+        ("PS256", "active"),
+        ("RS256", "active"),
+    ]
     text = keys_cli(runner, "list").output
     for row in rows:
         assert row["kid"] in text
-    assert "RS256" in text and "ES256" in text and "active" in text
+    assert "RS256" in text and "PS256" in text and "ES256" in text and "active" in text
 
 
 def test_kid_is_rfc7638_thumbprint_of_public_key(app, client, runner):
@@ -82,8 +86,8 @@ def test_kid_is_rfc7638_thumbprint_of_public_key(app, client, runner):
         pem = (keys_dir(app) / f"{kid}.pem").read_bytes()
         assert import_key(pem, jwk["kty"]).thumbprint() == kid
         assert jwk["use"] == "sig"
-        assert jwk["alg"] in {"RS256", "ES256"}
-        assert jwk["kty"] == {"RS256": "RSA", "ES256": "EC"}[jwk["alg"]]
+        assert jwk["alg"] in {"RS256", "PS256", "ES256"}
+        assert jwk["kty"] == {"RS256": "RSA", "PS256": "RSA", "ES256": "EC"}[jwk["alg"]]
 
 
 def test_private_keys_are_0600_files_and_never_published(app, client, runner):
@@ -122,7 +126,7 @@ def test_rotation_keeps_old_tokens_verifiable_and_signs_new_ones_with_new_key(
     jwks = fetch_jwks(client)
     assert {k["kid"] for k in jwks["keys"]} == set(old.values()) | set(new.values())
     # Active keys come first, for relying parties that take the first key of a type.
-    assert {k["kid"] for k in jwks["keys"][:2]} == set(new.values())
+    assert {k["kid"] for k in jwks["keys"][:3]} == set(new.values())
     claims = verify(before["id_token"], jwks).claims
     assert claims["iss"] == issuer and claims["aud"] == rp_client.client_id
     # The access token issued before still works at userinfo.
@@ -171,7 +175,7 @@ def test_retire_removes_key_from_jwks_and_deletes_pem(app, client, runner, issue
     assert kids == set(active(runner).values())
     assert not kids & set(old.values())
     statuses = {r["kid"]: r["status"] for r in key_rows(runner)}
-    assert statuses[old["RS256"]] == statuses[old["ES256"]] == "retired"
+    assert statuses[old["RS256"]] == statuses[old["PS256"]] == statuses[old["ES256"]] == "retired"
 
     with pytest.raises((JoseError, ValueError)):
         verify(before["id_token"], jwks)
@@ -246,7 +250,7 @@ def test_a_reread_parses_only_the_keys_that_changed_and_keeps_what_it_verified(a
 
     with app.app_context():
         ring = current_provider().keys
-        signing = {alg: ring.signing_key(alg) for alg in ("RS256", "ES256")}
+        signing = {alg: ring.signing_key(alg) for alg in ("RS256", "PS256", "ES256")}
         token = sign_jwt({}, {"sub": "x"}, "ES256")
         ring.decode_jwt(token)
 

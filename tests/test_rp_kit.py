@@ -132,14 +132,24 @@ def provider_claims(issuer: str, token: str) -> dict[str, Any]:
 # -- the authorization request -------------------------------------------------------------------------
 
 
-def test_authorization_request_uses_code_flow_with_pkce_state_and_nonce(carmaker, browser, live_server):
+def test_authorization_request_is_pushed_with_pkce_state_and_nonce(app, carmaker, browser, live_server):
+    """The carmaker is a FAPI 2.0 client: its request goes to the provider directly (PAR), and the browser is
+    sent with nothing but client_id and the request_uri it got back."""
+    from idp.oidc.endpoints.par import PUSHED_KEY, REQUEST_URI_PREFIX
+    from idp.security import sha256_hex
+
     requests_sent = []
     for _ in range(2):
         response = browser.session.get(carmaker.base_url + "/auth/login", timeout=15, allow_redirects=False)
         assert response.status_code == 302
         location = response.headers["Location"]
         assert location.startswith(live_server + "/authorize?")
-        requests_sent.append(query_of(location))
+        browser_query = query_of(location)
+        assert set(browser_query) == {"client_id", "request_uri"}
+        assert browser_query["client_id"] == carmaker.client.client_id
+        reference = browser_query["request_uri"].removeprefix(REQUEST_URI_PREFIX)
+        pushed = app.extensions["idp"].store.get(PUSHED_KEY + sha256_hex(reference))
+        requests_sent.append(dict(pushed["params"]))
     for query in requests_sent:
         assert query["response_type"] == "code"
         assert query["client_id"] == carmaker.client.client_id
@@ -151,7 +161,8 @@ def test_authorization_request_uses_code_flow_with_pkce_state_and_nonce(carmaker
         base64.urlsafe_b64decode(challenge + "=")
         assert len(query["state"]) >= 16
         assert len(query["nonce"]) >= 16
-        assert "code_verifier" not in query and "client_secret" not in query
+        assert len(query["dpop_jkt"]) == 43  # the site pushed with a DPoP proof: the code is bound to its key
+        assert "code_verifier" not in query and "client_secret" not in query and "client_assertion" not in query
     first, second = requests_sent
     for name in ("state", "nonce", "code_challenge"):
         assert first[name] != second[name], f"{name} is fresh for every login"
@@ -408,7 +419,8 @@ def _invalid_token(kind: str, app: Any, site: RunningSite, claims: dict[str, Any
             key = RSAKey.generate_key(2048, parameters={"kid": kid})
             return jwt.encode({"alg": "RS256", "kid": kid, "typ": "logout+jwt"}, claims, key)
         case "hs256-with-the-client-secret":
-            key = OctKey.import_key(site.client.client_secret)
+            # A site with a secret might be fooled into taking it as a key; the carmaker has none, so any secret.
+            key = OctKey.import_key(site.client.client_secret or "a secret of at least 112 bits")
             return jwt.encode({"alg": "HS256", "typ": "logout+jwt"}, claims, key, algorithms=["HS256"])
         case "unsigned":
             return _b64({"alg": "none", "typ": "logout+jwt"}) + "." + _b64(claims) + "."
@@ -531,3 +543,32 @@ def test_single_sign_on_between_two_sites_and_logout_from_both(carmaker, second_
     assert login_rows(second_site) == []
     assert not is_logged_in(browser, second_site)
     assert not is_logged_in(browser, carmaker)
+
+
+# -- FAPI 2.0 (the carmaker is registered --profile fapi2, as `make demo` registers it) -------------------------
+
+
+def test_the_carmakers_tokens_are_bound_to_its_dpop_key(carmaker, browser, user, live_server):
+    from .high_assurance import DPoPKey
+
+    log_in(browser, carmaker, user)
+    (login,) = login_rows(carmaker)
+    token = login["access_token"]
+    assert len(provider_claims(live_server, token)["cnf"]["jkt"]) == 43
+    # Someone who copied the token from the site's database, without the site's DPoP key, gets nothing.
+    userinfo = live_server + "/userinfo"
+    as_bearer = requests.get(userinfo, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+    assert as_bearer.status_code == 401 and "sub" not in as_bearer.text
+    thief = DPoPKey()
+    headers = {"Authorization": f"DPoP {token}", "DPoP": thief.proof("GET", userinfo, access_token=token)}
+    with_another_key = requests.get(userinfo, headers=headers, timeout=15)
+    assert (
+        with_another_key.status_code == 401 and 'error="invalid_token"' in with_another_key.headers["WWW-Authenticate"]
+    )
+    # The site itself, with its key, reads userinfo and refreshes (the refresh token is not rotated).
+    rp = carmaker.app.extensions["carmaker.rp"]
+    assert rp.high_assurance.userinfo(token)["sub"] == login["sub"]
+    with site_session(carmaker) as session:
+        refresh_token = session.get(LoginSession, login["id"]).refresh_token
+    refreshed = rp.high_assurance.refresh(refresh_token)
+    assert refreshed["token_type"] == "DPoP" and refreshed["refresh_token"] == refresh_token

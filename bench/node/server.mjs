@@ -1,8 +1,8 @@
 // node-oidc-provider configured like the Hoviyat bench instance, for `python -m bench`: one confidential
 // client (client_secret_basic) with client_credentials, authorization_code (PKCE S256) and refresh_token
 // grants, rotating refresh tokens, opaque access tokens (the library's default without resource indicators),
-// introspection and revocation on, RS256 and ES256 signing keys, the in-memory adapter, devInteractions for
-// the login and consent pages. One node process; the bench pins it to one core with taskset.
+// introspection and revocation on, DPoP (RFC 9449) on, RS256 and ES256 signing keys, the in-memory adapter,
+// devInteractions for the login and consent pages. One node process; the bench pins it to one core with taskset.
 //
 // Run from a folder where `oidc-provider` is installed (the bench installs it into a temporary folder):
 //   PORT=5700 CLIENT_ID=c CLIENT_SECRET=s REDIRECT_URI=http://127.0.0.1:9/callback node server.mjs
@@ -38,6 +38,8 @@ const configuration = {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    // Proofs at the token endpoint bind the access token; userinfo then takes Authorization: DPoP with a proof.
+    dPoP: { enabled: true },
     devInteractions: { enabled: true },
   },
   pkce: { required: () => true },

@@ -292,9 +292,8 @@ def _sales_blueprint(rp: RelyingParty) -> Blueprint:
 
 def _address_claim(rp: RelyingParty) -> dict[str, str]:
     """The address Hoviyat released (the ``address`` scope), to fill the form in; the user may change it."""
-    login = rp.current_session()
     try:
-        info = rp.client.userinfo(token={"access_token": login.access_token, "token_type": "Bearer"})
+        info = rp.userinfo()
     except Exception:
         return {}
     address = info.get("address")

@@ -8,11 +8,15 @@
 - Logout through the provider's ``end_session_endpoint`` (RP-Initiated Logout) with ``id_token_hint``,
   ``post_logout_redirect_uri`` and ``state``; and Back-Channel Logout: the provider tells this site when the
   user's provider session ends, and the local sessions of that provider session end with it.
+- A site that handles money registers under the FAPI 2.0 profile and sets ``keys_file``: its login then goes
+  through :mod:`clients.rp_kit.high_assurance` (PAR, ``private_key_jwt``, DPoP-bound tokens) instead of
+  Authlib's client; the checks on the way back are the same.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import secrets
@@ -33,6 +37,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import DateTime, Integer, String, Text, delete, select
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from .high_assurance import HighAssuranceClient, HighAssuranceError, PendingLogin
 from .settings import RpSettings
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -106,6 +111,11 @@ class RelyingParty:
         self.oauth = OAuth()
         self.csrf = CSRFProtect()
         self._jwks: KeySet | None = None
+        self.high_assurance = (
+            HighAssuranceClient(settings.issuer, settings.client_id, settings.keys_file)
+            if settings.high_assurance
+            else None
+        )
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -178,19 +188,27 @@ class RelyingParty:
 
     def login(self) -> Response:
         session["after_login"] = _local_path(request.args.get("next"))
+        if self.high_assurance is not None:
+            try:
+                url, pending = self.high_assurance.start_login(self.settings.redirect_uri, self.scope, ui_locales="fa")
+            except (HighAssuranceError, OSError) as error:
+                return render_template("login_failed.html", reason=getattr(error, "error", "unavailable")), 503
+            session["pending_login"] = dataclasses.asdict(pending)
+            return redirect(url)
         return self.client.authorize_redirect(
             self.settings.redirect_uri, nonce=secrets.token_urlsafe(16), ui_locales="fa"
         )
 
     def callback(self) -> Response | tuple[str, int]:
         if request.args.get("error"):
+            session.pop("pending_login", None)
             return render_template("login_failed.html", reason=request.args.get("error")), 400
         if request.args.get("iss") != self.settings.issuer:
             # RFC 9207: the response must come from the provider we sent the user to.
             return render_template("login_failed.html", reason="wrong_issuer"), 400
         try:
-            token = self.client.authorize_access_token()
-        except (OAuthError, JoseError) as error:
+            token = self._exchange_code()
+        except (OAuthError, JoseError, HighAssuranceError) as error:
             return render_template("login_failed.html", reason=getattr(error, "error", "invalid_token")), 400
         claims = token["userinfo"]  # the ID token's claims, verified by Authlib
         user = self._remember_user(claims)
@@ -210,6 +228,27 @@ class RelyingParty:
         session.clear()  # a new session id: nothing from before the login carries over
         session["rp_session"] = login.id
         return redirect(after or url_for(self.home_endpoint))
+
+    def _exchange_code(self) -> dict[str, Any]:
+        """The tokens for the code in this callback, its ``state`` checked against this browser's login."""
+        if self.high_assurance is None:
+            return self.client.authorize_access_token()  # Authlib checks the state and the ID token
+        kept = session.get("pending_login")
+        if not kept or not secrets.compare_digest(kept["state"], request.args.get("state", "")):
+            raise HighAssuranceError("mismatching_state", "not the login this browser started")
+        session.pop("pending_login")  # one callback per login
+        return self.high_assurance.finish_login(
+            PendingLogin(**kept), request.args.get("code", ""), self.settings.redirect_uri
+        )
+
+    def userinfo(self) -> dict[str, Any]:
+        """The userinfo of the current login (its access token, sent as the token's type requires)."""
+        login = self.current_session()
+        if login is None:
+            return {}
+        if self.high_assurance is not None:
+            return self.high_assurance.userinfo(login.access_token)
+        return dict(self.client.userinfo(token={"access_token": login.access_token, "token_type": "Bearer"}))
 
     def _remember_user(self, claims: dict[str, Any]) -> Any:
         user = self.db.session.scalar(select(self.User).where(self.User.sub == claims["sub"]))

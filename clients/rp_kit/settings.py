@@ -19,12 +19,20 @@ class RpSettings:
     #: The Hoviyat issuer URL; the rest comes from its discovery document.
     issuer: str
     client_id: str
-    #: The client secret, kept only by the relying party (the provider has a hash of it).
+    #: The client secret, kept only by the relying party (the provider has a hash of it); empty for a site that
+    #: authenticates with its keys.
     client_secret: str
     #: This site's own base URL, e.g. http://127.0.0.1:5001 (the redirect URIs hang under it).
     base_url: str
     database_url: str = ""
     secret_key: str = ""
+    #: The site's private keys (clients/rp_kit/high_assurance.py): when set, it logs in under the FAPI 2.0
+    #: profile (PAR, private_key_jwt, DPoP) instead of with its client secret.
+    keys_file: str = ""
+
+    @property
+    def high_assurance(self) -> bool:
+        return bool(self.keys_file)
 
     @property
     def redirect_uri(self) -> str:
@@ -56,7 +64,11 @@ def load_settings(
         if env:
             values[field.name] = env
     values.update(overrides or {})
-    for required in ("issuer", "client_id", "client_secret", "base_url"):
+    required_settings = ["issuer", "client_id", "base_url"]
+    if not values.get("keys_file"):
+        required_settings.append("client_secret")
+    values.setdefault("client_secret", "")
+    for required in required_settings:
         if not values.get(required):
             raise SettingsError(f"{prefix}_{required.upper()} (or '{required}' in {prefix}_CONFIG) is required")
     instance_dir = instance_dir or Path("var") / app_name

@@ -15,6 +15,8 @@ from ..store.clients import (
     AUTH_METHODS,
     GRANT_TYPES,
     ID_TOKEN_ALGS,
+    PROFILES,
+    REQUEST_OBJECT_ALGS,
     SUBJECT_TYPES,
     InvalidRegistration,
     Registration,
@@ -47,6 +49,11 @@ def _client_dict(client: Client, secret: str | None = None, include_secret: bool
         "id_token_signed_response_alg": client.id_token_signed_response_alg,
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "trusted": client.trusted,
+        "profile": client.profile,
+        "require_par": client.require_par,
+        "dpop_bound": client.dpop_bound,
+        "request_object_signing_alg": client.request_object_signing_alg,
+        "resources": list(client.resources or []),
         "created_at": client.created_at.isoformat(),
     }
     if include_secret:
@@ -108,6 +115,32 @@ def registration_options(for_update: bool):
                 default=None,
                 help="A trusted (first-party) client skips the consent page.",
             ),
+            click.option(
+                "--profile",
+                type=click.Choice(PROFILES),
+                help="fapi2: FAPI 2.0 Security Profile (PAR, private_key_jwt, DPoP); default: standard.",
+            ),
+            click.option(
+                "--require-par/--no-require-par",
+                default=None,
+                help="Authorization requests must be pushed first (RFC 9126).",
+            ),
+            click.option(
+                "--dpop-bound/--no-dpop-bound",
+                default=None,
+                help="Every token request must carry a DPoP proof (RFC 9449).",
+            ),
+            click.option(
+                "--request-object-alg",
+                type=click.Choice(REQUEST_OBJECT_ALGS),
+                help="The algorithm its signed request objects use (RFC 9101).",
+            ),
+            click.option(
+                "--resource",
+                "resources",
+                multiple=True,
+                help="A resource server it may ask access tokens for (RFC 8707), repeatable.",
+            ),
             click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         ]
         for option in reversed(options):
@@ -134,6 +167,11 @@ def _changes(options: dict[str, Any]) -> dict[str, Any]:
         "id_token_signed_response_alg": options.get("id_token_alg"),
         "backchannel_logout_uri": options.get("backchannel_logout_uri"),
         "trusted": options.get("trusted"),
+        "profile": options.get("profile"),
+        "require_par": options.get("require_par"),
+        "dpop_bound": options.get("dpop_bound"),
+        "request_object_signing_alg": options.get("request_object_alg"),
+        "resources": list(options["resources"]) if options.get("resources") else None,
     }
     return {key: value for key, value in mapping.items() if value is not None}
 
@@ -202,6 +240,10 @@ def update(client_id: str, as_json: bool, **options: Any) -> None:
         changes["jwks_uri"] = None
     elif "jwks_uri" in changes:
         changes["jwks"] = None
+    if "profile" in changes:
+        # What the old profile implied is decided afresh by the new one, unless given now.
+        for implied in ("require_par", "dpop_bound", "id_token_signed_response_alg"):
+            changes.setdefault(implied, None)
     try:
         secret = update_client(client, dataclasses.replace(registration_of(client), **changes))
     except InvalidRegistration as error:

@@ -16,15 +16,13 @@ ALG_OPTION = click.option(
     "algs",
     multiple=True,
     type=click.Choice(list(ALGORITHMS)),
-    help="Algorithm (repeatable). Default: the configured ID-token and access-token algorithms.",
+    help="Algorithm (repeatable). Default: every algorithm the provider signs with (RS256, PS256, ES256).",
 )
 
 
 def _default_algs(algs: tuple[str, ...]) -> list[str]:
-    if algs:
-        return list(dict.fromkeys(algs))
-    config = current_provider().config.keys
-    return list(dict.fromkeys([config.id_token_alg, config.access_token_alg]))
+    # Each client picks its ID tokens' algorithm (a FAPI 2.0 client PS256 or ES256), so each needs a key.
+    return list(dict.fromkeys(algs)) if algs else list(ALGORITHMS)
 
 
 def _row(row: SigningKey) -> dict[str, str | None]:

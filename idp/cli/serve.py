@@ -23,6 +23,7 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import generated_secrets
+from ..keys import ALGORITHMS
 from ..provider import current_provider
 from ..store.schema import schema_is_current
 
@@ -44,10 +45,10 @@ def default_workers() -> int:
 
 
 def ensure_signing_keys() -> list[str]:
-    """Generate a key for each configured algorithm that has none (first start); returns the new kids."""
+    """Generate a key for each algorithm the provider signs with that has none (first start); returns the new kids."""
     provider = current_provider()
     made = []
-    for alg in dict.fromkeys([provider.config.keys.id_token_alg, provider.config.keys.access_token_alg]):
+    for alg in ALGORITHMS:
         row = provider.keys.generate(alg)
         if row is not None:
             made.append(row.kid)

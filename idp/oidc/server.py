@@ -17,9 +17,11 @@ from ..ops.metrics import count_audit_event
 from ..provider import current_provider
 from ..store import audit
 from ..store.clients import get_client
+from . import dpop
 from .client_auth import PrivateKeyJWT, authenticate_client_secret_basic
 from .endpoints.end_session import EndSessionEndpoint
 from .endpoints.introspection import IntrospectionEndpoint
+from .endpoints.par import PushedAuthorizationEndpoint
 from .endpoints.revocation import RevocationEndpoint
 from .endpoints.userinfo import UserInfoEndpoint, build_resource_protector
 from .grants.authorization_code import AuthorizationCodeGrant
@@ -83,6 +85,12 @@ class AuthorizationServer(_AuthorizationServer):
         # The request object itself, not Flask's proxy of it: Authlib reads the form through it a few times a request.
         return IssuerURLRequest(flask_request._get_current_object())
 
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> Any:
+        client = super().authenticate_client(request, methods, endpoint)
+        if endpoint == "token":
+            dpop.check_client_sent_proof(client)
+        return client
+
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         # The code and refresh grants write their token.issued row with their own rows (their save_token); this is
         # for the others. The token view commits once the whole response is made.
@@ -107,12 +115,16 @@ def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None
 def build_authorization_server(app: Flask) -> AuthorizationServer:
     server = AuthorizationServer()
     server.init_app(app, query_client=get_client, save_token=None)
-    server.register_grant(AuthorizationCodeGrant, [RequiredS256CodeChallenge(), OpenIDCode(require_nonce=False)])
+    server.register_grant(
+        AuthorizationCodeGrant,
+        [RequiredS256CodeChallenge(), OpenIDCode(require_nonce=False), dpop.CodeBinding()],
+    )
     server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
     server.register_grant(ClientCredentialsGrant)
     server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
     server.register_extension(IssuerParameter())
+    server.register_endpoint(PushedAuthorizationEndpoint)
     server.register_endpoint(RevocationEndpoint)
     server.register_endpoint(IntrospectionEndpoint)
     server.register_endpoint(UserInfoEndpoint(resource_protector=build_resource_protector()))

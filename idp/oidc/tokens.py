@@ -22,7 +22,10 @@ from ..security import new_token
 from ..store import access_tokens, audit
 from ..store.clients import get_client
 from ..store.models import Client, Grant, User
+from . import dpop
 from .claims import released_claim_names, subject_for, user_claims
+from .fapi import client_profile
+from .resource_indicators import access_token_audience
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 
@@ -36,12 +39,26 @@ def sign_jwt(header_extra: dict[str, Any], claims: dict[str, Any], alg: str) -> 
 
 def token_response(*, client: Client, user: User | None, scope: str, grant: Grant | None) -> dict[str, Any]:
     """The token endpoint's answer (RFC 6749 section 5.1) with a new access token; a grant that issues a refresh
-    token adds it (idp.store.grants.new_refresh_token) and writes it with the rest of its rows."""
+    token adds it (idp.store.grants.new_refresh_token) and writes it with the rest of its rows.
+
+    The access token is for the resources the request names (RFC 8707) and bound to the key of its DPoP proof, if
+    it sent one (RFC 9449 section 5: ``token_type`` DPoP)."""
     config = current_provider().config
     ttl = config.tokens.access_token_ttl
     subject = subject_for(user, client) if user is not None else client.client_id
-    access_token = issue_access_token(client=client, subject=subject, scope=scope, grant=grant, ttl=ttl)
-    token: dict[str, Any] = {"token_type": "Bearer", "access_token": access_token, "expires_in": ttl}
+    audience = access_token_audience(client, grant)
+    proof = dpop.request_proof()
+    access_token = issue_access_token(
+        client=client,
+        subject=subject,
+        scope=scope,
+        grant=grant,
+        ttl=ttl,
+        audience=audience,
+        confirmation=proof.confirmation if proof is not None else None,
+    )
+    token_type = "DPoP" if proof is not None else "Bearer"
+    token: dict[str, Any] = {"token_type": token_type, "access_token": access_token, "expires_in": ttl}
     if scope:
         token["scope"] = scope
     return token
@@ -62,13 +79,24 @@ def token_issued_event(token: dict[str, Any], request: Any) -> dict[str, Any]:
     )
 
 
-def issue_access_token(*, client: Client, subject: str, scope: str, grant: Grant | None, ttl: int) -> str:
+def issue_access_token(
+    *,
+    client: Client,
+    subject: str,
+    scope: str,
+    grant: Grant | None,
+    ttl: int,
+    audience: str | list[str] | None = None,
+    confirmation: dict[str, str] | None = None,
+) -> str:
+    """An access token for ``audience`` (the client when None); ``confirmation`` is its ``cnf`` (RFC 9449 section
+    6.1: the DPoP key it is bound to)."""
     provider = current_provider()
     now = clock.timestamp()
     claims: dict[str, Any] = {
         "iss": provider.issuer,
         "sub": subject,
-        "aud": client.client_id,
+        "aud": audience if audience is not None else client.client_id,
         "client_id": client.client_id,
         "iat": now,
         "exp": now + ttl,
@@ -77,7 +105,10 @@ def issue_access_token(*, client: Client, subject: str, scope: str, grant: Grant
     }
     if grant is not None:
         claims["gid"] = grant.id
-    return sign_jwt({"typ": ACCESS_TOKEN_TYPE}, claims, provider.config.keys.access_token_alg)
+    if confirmation is not None:
+        claims["cnf"] = confirmation
+    alg = client_profile(client).access_token_alg(provider.config.keys.access_token_alg)
+    return sign_jwt({"typ": ACCESS_TOKEN_TYPE}, claims, alg)
 
 
 @dataclass

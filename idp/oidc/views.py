@@ -16,7 +16,7 @@ from ..store import audit, commit
 from ..store.consents import record_consent
 from ..web.forms import ConsentForm, LogoutForm
 from ..web.login_state import current_session
-from . import paths
+from . import dpop, paths
 from .claims import extra_claims_allowed, parse_claims_request
 from .endpoints import authorize as authorization
 from .endpoints import discovery
@@ -95,6 +95,10 @@ def consent() -> Response:
 def token() -> Response:
     charge_address(current_provider().config.limits.token_per_ip, "token")
     try:
+        dpop.check_request_proof()
+    except OAuth2Error as error:
+        return token_endpoint_headers(dpop.with_nonce(authorization_server().handle_error_response(None, error)))
+    try:
         response = authorization_server().create_token_response()
         if response.status_code == 200:
             # One commit for the grant, the refresh token and the audit row, after the whole answer was made.
@@ -105,10 +109,29 @@ def token() -> Response:
         # can still succeed (nothing was committed, so the code was never used).
         restore_consumed_code(error)
         raise
+    return token_endpoint_headers(dpop.with_nonce(response))
+
+
+def token_endpoint_headers(response: Response) -> Response:
     response.headers.update(CORS_HEADERS)
+    response.headers["Access-Control-Expose-Headers"] = "DPoP-Nonce, WWW-Authenticate"
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return response
+
+
+@bp.post(paths.PUSHED_AUTHORIZATION_REQUEST)
+@csrf.exempt
+def pushed_authorization_request() -> Response:
+    charge_address(current_provider().config.limits.token_per_ip, "token")
+    try:
+        dpop.check_request_proof()
+    except OAuth2Error as error:
+        return token_endpoint_headers(dpop.with_nonce(authorization_server().handle_error_response(None, error)))
+    response = authorization_server().create_endpoint_response("pushed_authorization_request")
+    if response.status_code == 201:
+        commit()  # nothing of the request is in the database, but client authentication may have read it
+    return token_endpoint_headers(dpop.with_nonce(response))
 
 
 @bp.post(paths.REVOCATION)
@@ -128,8 +151,9 @@ def introspect() -> Response:
 @bp.route(paths.USERINFO, methods=["GET", "POST"])
 @csrf.exempt
 def userinfo() -> Response:
-    response = authorization_server().create_endpoint_response("userinfo")
+    response = dpop.with_nonce(authorization_server().create_endpoint_response("userinfo"))
     response.headers.update(CORS_HEADERS)
+    response.headers["Access-Control-Expose-Headers"] = "DPoP-Nonce, WWW-Authenticate"
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from .. import clock
 from ..config import SIGNING_ALGORITHMS, is_loopback_host
 from ..extensions import db
+from ..oidc import fapi
 from ..scopes import USER_SCOPES
 from ..security import new_token, sha256_hex
 from .models import Client
@@ -26,6 +27,8 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SUBJECT_TYPES = ("pairwise", "public")
 ID_TOKEN_ALGS = SIGNING_ALGORITHMS
+PROFILES = fapi.PROFILES
+REQUEST_OBJECT_ALGS = fapi.CLIENT_ALGORITHMS
 _SCOPE_TOKEN = re.compile(r"^[a-z][a-z0-9_.:\-]{0,63}$")
 
 
@@ -51,9 +54,16 @@ class Registration:
     jwks: dict[str, Any] | None = None
     subject_type: str = "pairwise"
     sector_identifier: str | None = None
-    id_token_signed_response_alg: str = "RS256"
+    #: None: the profile's default (RS256, or ES256 for a FAPI 2.0 client).
+    id_token_signed_response_alg: str | None = None
     backchannel_logout_uri: str | None = None
     trusted: bool = False
+    profile: str = fapi.STANDARD
+    #: None: what the profile asks (a FAPI 2.0 client must push its requests and bind its tokens with DPoP).
+    require_par: bool | None = None
+    dpop_bound: bool | None = None
+    request_object_signing_alg: str | None = None
+    resources: list[str] = field(default_factory=list)
 
 
 def validate_registration(reg: Registration) -> Registration:
@@ -107,11 +117,14 @@ def validate_registration(reg: Registration) -> Registration:
 
     if reg.subject_type not in SUBJECT_TYPES:
         raise InvalidRegistration("subject-type", f"must be one of {', '.join(SUBJECT_TYPES)}")
-    if reg.id_token_signed_response_alg not in ID_TOKEN_ALGS:
-        raise InvalidRegistration("id-token-alg", f"must be one of {', '.join(ID_TOKEN_ALGS)}")
+    resources = list(dict.fromkeys(reg.resources))
+    for uri in resources:
+        _check_resource(uri)
     sector = (reg.sector_identifier or "").strip() or None
+    reg = _with_profile_rules(reg, grant_types)
     return dataclasses.replace(
         reg,
+        resources=resources,
         name=name,
         grant_types=grant_types,
         scope=" ".join(scopes),
@@ -121,6 +134,49 @@ def validate_registration(reg: Registration) -> Registration:
         sector_identifier=sector,
         backchannel_logout_uri=backchannel,
     )
+
+
+def _with_profile_rules(reg: Registration, grant_types: list[str]) -> Registration:
+    """The registration with its profile's defaults filled in, or :class:`InvalidRegistration` where it breaks
+    one of the profile's rules (idp.oidc.fapi)."""
+    if reg.profile not in PROFILES:
+        raise InvalidRegistration("profile", f"must be one of {', '.join(PROFILES)}")
+    fapi2 = reg.profile == fapi.FAPI2
+    allowed = fapi.FAPI2_ALGORITHMS if fapi2 else ID_TOKEN_ALGS
+    id_token_alg = reg.id_token_signed_response_alg or ("ES256" if fapi2 else "RS256")
+    if id_token_alg not in allowed:
+        raise InvalidRegistration("id-token-alg", f"must be one of {', '.join(allowed)}")
+    object_alg = reg.request_object_signing_alg or None
+    if object_alg is not None and object_alg not in (fapi.FAPI2_ALGORITHMS if fapi2 else REQUEST_OBJECT_ALGS):
+        allowed_objects = fapi.FAPI2_ALGORITHMS if fapi2 else REQUEST_OBJECT_ALGS
+        raise InvalidRegistration("request-object-alg", f"must be one of {', '.join(allowed_objects)}")
+    if object_alg is not None and reg.jwks is None and not reg.jwks_uri:
+        raise InvalidRegistration("jwks", "signed request objects need the client's public keys: --jwks or --jwks-uri")
+    if fapi2:
+        # FAPI 2.0 Security Profile section 5.3.2.1: confidential clients, private_key_jwt, sender-constrained tokens.
+        if reg.token_endpoint_auth_method != "private_key_jwt":
+            raise InvalidRegistration("auth-method", "a fapi2 client authenticates with private_key_jwt")
+        if reg.require_par is False:
+            raise InvalidRegistration("require-par", "a fapi2 client must push its authorization requests")
+        if reg.dpop_bound is False:
+            raise InvalidRegistration("dpop-bound", "a fapi2 client's access tokens are DPoP-bound")
+        if "authorization_code" not in grant_types:
+            raise InvalidRegistration("grant-type", "a fapi2 client logs users in with authorization_code")
+    return dataclasses.replace(
+        reg,
+        id_token_signed_response_alg=id_token_alg,
+        request_object_signing_alg=object_alg,
+        require_par=bool(reg.require_par) or fapi2,
+        dpop_bound=bool(reg.dpop_bound) or fapi2,
+    )
+
+
+def _check_resource(uri: str) -> None:
+    # RFC 8707 section 2: an absolute URI without a fragment (a query is discouraged, and refused here).
+    parts = urlsplit(uri)
+    if not parts.scheme or not parts.netloc or parts.fragment or "#" in uri or parts.query:
+        raise InvalidRegistration("resource", f"{uri!r} must be an absolute URI without query or fragment")
+    _check_uri("resource", uri)
 
 
 def _check_uri(option: str, uri: str, allow_http_loopback: bool = True) -> None:
@@ -180,6 +236,11 @@ def _columns(reg: Registration) -> dict[str, Any]:
         "id_token_signed_response_alg": reg.id_token_signed_response_alg,
         "backchannel_logout_uri": reg.backchannel_logout_uri,
         "trusted": reg.trusted,
+        "profile": reg.profile,
+        "require_par": bool(reg.require_par),
+        "dpop_bound": bool(reg.dpop_bound),
+        "request_object_signing_alg": reg.request_object_signing_alg,
+        "resources": reg.resources,
     }
 
 
@@ -198,6 +259,11 @@ def registration_of(client: Client) -> Registration:
         id_token_signed_response_alg=client.id_token_signed_response_alg,
         backchannel_logout_uri=client.backchannel_logout_uri,
         trusted=client.trusted,
+        profile=client.profile,
+        require_par=client.require_par,
+        dpop_bound=client.dpop_bound,
+        request_object_signing_alg=client.request_object_signing_alg,
+        resources=list(client.resources or []),
     )
 
 

@@ -58,8 +58,11 @@ def new_grant(
     amr: list[str] | None,
     code_hash: str | None,
     lifetime: int,
+    dpop_jkt: str | None = None,
+    resources: list[str] | None = None,
 ) -> Grant:
-    """A new grant, not yet written: :func:`write_new_grant` writes it with its first refresh token."""
+    """A new grant, not yet written: :func:`write_new_grant` writes it with its first refresh token. ``dpop_jkt``
+    binds its refresh tokens to a DPoP key; ``resources`` are the resource servers it covers."""
     now = clock.now()
     return Grant(
         id=new_token(24),
@@ -72,6 +75,8 @@ def new_grant(
         acr=acr,
         amr=amr,
         code_hash=code_hash,
+        dpop_jkt=dpop_jkt,
+        resources=resources,
         created_at=now,
         expires_at=now + dt.timedelta(seconds=lifetime),
         revoked_at=None,
@@ -179,6 +184,15 @@ def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
     now = clock.now()
     expires_at = min(now + dt.timedelta(seconds=idle_ttl), grant.expires_at)
     return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
+
+
+def extend_refresh_token(row: RefreshToken, idle_ttl: int) -> None:
+    """Move the idle expiry of a refresh token that is used again rather than rotated (a FAPI 2.0 client's), never
+    past its family's end; written with the caller's commit."""
+    expires_at = min(clock.now() + dt.timedelta(seconds=idle_ttl), row.grant.expires_at)
+    db.session.execute(
+        update(RefreshToken).where(RefreshToken.token_hash == row.token_hash).values(expires_at=expires_at)
+    )
 
 
 def find_refresh_token(token: str) -> RefreshToken | None:

@@ -163,6 +163,16 @@ class Client(db.Model, ClientMixin):
     #: OpenID Connect Back-Channel Logout 1.0: where to POST a logout token when a session it used ends.
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: ``standard`` or ``fapi2`` (the FAPI 2.0 Security Profile's rules for this client: idp.oidc.fapi).
+    profile: Mapped[str] = mapped_column(String(16), default="standard")
+    #: Its authorization requests must be pushed first (RFC 9126 section 6, ``require_pushed_authorization_requests``).
+    require_par: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Every token request carries a DPoP proof (RFC 9449 section 5.2, ``dpop_bound_access_tokens``).
+    dpop_bound: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The only algorithm its request objects may be signed with (RFC 9101); None: any its profile allows.
+    request_object_signing_alg: Mapped[str | None] = mapped_column(String(16))
+    #: Resource servers it may ask access tokens for (RFC 8707 ``resource``), absolute URIs.
+    resources: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -268,6 +278,10 @@ class Grant(db.Model):
     amr: Mapped[list[str] | None] = mapped_column(JSON)
     #: SHA-256 of the authorization code that created it, to revoke the grant when the code is replayed.
     code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: JWK thumbprint of the DPoP key a public client's refresh tokens are bound to (RFC 9449 section 5).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
+    #: The resource servers the user's authorization covers (RFC 8707); access tokens may name a subset.
+    resources: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     #: Absolute end of the family: no refresh token of it outlives this.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -18,7 +18,7 @@ from ..store.kv import StoreUnavailable
 log = logging.getLogger(__name__)
 
 #: Paths answered in JSON (protocol endpoints), whatever the error.
-JSON_PATH_PREFIXES = ("/token", "/userinfo", "/jwks.json", "/.well-known/")
+JSON_PATH_PREFIXES = ("/token", "/par", "/userinfo", "/jwks.json", "/.well-known/")
 
 
 def unavailable_service(error: BaseException) -> str | None:

@@ -1,6 +1,6 @@
 """revoked access tokens, in the database
 
-Revision ID: 0004_revoked_access_tokens
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-07 15:00:00.000000
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0004_revoked_access_tokens'
+revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None

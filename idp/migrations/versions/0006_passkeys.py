@@ -1,7 +1,7 @@
 """passkeys
 
-Revision ID: 0006_passkeys
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-10 10:00:00.000000
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0006_passkeys'
-down_revision = '0003'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

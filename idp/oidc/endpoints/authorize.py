@@ -2,17 +2,25 @@
 
 A request goes through named checks in order:
 
-1. :func:`check_client_and_redirect_uri`: an unknown client or a missing, repeated or unregistered
-   ``redirect_uri`` gets an error page, never a redirect (RFC 6749 section 4.1.2.1);
-2. :func:`check_request_parameters`: what we do not support, and values of the wrong shape;
-3. Authlib's validation: ``response_type``, scopes, PKCE (``S256`` required), ``nonce``;
-4. :func:`required_acr`: the assurance level asked for (an essential one we cannot meet is an error);
-5. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``:
+1. :func:`check_client`: an unknown client gets an error page, never a redirect;
+2. :func:`resolve_request`: a ``request_uri`` is replaced by the parameters its client pushed (RFC 9126; only
+   ``client_id`` and ``request_uri`` come from the browser then, anything else is ignored), and a ``request``
+   by the parameters of the signed request object (RFC 9101); an error here goes to the request's registered
+   ``redirect_uri`` when it has one, else it is shown on a page with its error code;
+3. :func:`check_client_and_redirect_uri`: a missing, repeated or unregistered ``redirect_uri`` gets an error
+   page, never a redirect (RFC 6749 section 4.1.2.1);
+4. :func:`check_request_parameters`: what we do not support, and values of the wrong shape;
+5. :func:`check_pushed_if_required`: a client (or a server) that requires pushed requests sent one;
+6. Authlib's validation: ``response_type``, scopes, PKCE (``S256`` required), ``nonce``;
+7. :func:`check_dpop_jkt` and :func:`check_authorization_resources`: the DPoP key the code is bound to
+   (RFC 9449 section 10) and the resource servers asked for (RFC 8707);
+8. :func:`required_acr`: the assurance level asked for (an essential one we cannot meet is an error);
+9. :func:`login_reason`: no session, ``prompt=login``, ``max_age`` passed, another user in ``id_token_hint``:
    the user logs in again, with the factors the requested level needs (Core 3.1.2.1);
-6. :func:`check_step_up`: more factors only when the requested level is higher than the session's;
-   ``loa:3`` only with a passkey (a user without one gets ``unmet_authentication_requirements``);
-7. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
-8. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
+10. :func:`check_step_up`: more factors only when the requested level is higher than the session's;
+    ``loa:3`` only with a passkey (a user without one gets ``unmet_authentication_requirements``);
+11. :func:`needs_consent`: nothing remembered for this client and these scopes, or ``prompt=consent``;
+12. respond with a code. Every redirect back to the client, errors included, carries ``iss`` (RFC 9207).
 
 When the user has to log in or consent, the request is kept in the key-value store as a pending
 authorization, bound to this browser, and resumed afterwards from there.
@@ -43,26 +51,42 @@ from ...web.login_state import browser_binding, current_session
 from .. import paths
 from ..authorization import EndUserAuthorization
 from ..claims import extra_claims_allowed, parse_claims_request, subject_for
+from ..dpop import check_thumbprint
 from ..errors import (
     RegistrationNotSupportedError,
-    RequestNotSupportedError,
     RequestUriNotSupportedError,
     UnmetAuthenticationRequirementsError,
     UnsupportedResponseTypeError,
 )
+from ..fapi import client_profile
+from ..request_object import unpack_request_object
+from ..resource_indicators import check_authorization_resources
 from ..tokens import read_id_token_hint
+from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 PENDING_KEY = "pending-authorization:"
-SINGLE_VALUED = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "prompt", "max_age")
+SINGLE_VALUED = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "prompt",
+    "max_age",
+    "dpop_jkt",
+)
 
 
 class AuthorizationPageError(Exception):
-    """A request we cannot answer by redirecting to the client: shown to the user as a page."""
+    """A request we cannot answer by redirecting to the client: shown to the user as a page (with the protocol's
+    error code, ``error``, for the client's developers, when there is one)."""
 
-    def __init__(self, message: Any, status: int = 400) -> None:
+    def __init__(self, message: Any, status: int = 400, error: str | None = None) -> None:
         super().__init__(str(message))
         self.message = message
         self.status = status
+        self.error = error
 
 
 @dataclass
@@ -152,16 +176,37 @@ class ParamsRequest(OAuth2Request):
 # -- the checks, in order -------------------------------------------------------------------------
 
 
-def check_client_and_redirect_uri(params: MultiDict[str, str]) -> tuple[Client, str]:
-    for name in ("client_id", "redirect_uri"):
-        if len(params.getlist(name)) > 1:
-            raise AuthorizationPageError(_l("The request is malformed: '%(name)s' appears twice.", name=name))
+def check_client(params: MultiDict[str, str]) -> Client:
+    if len(params.getlist("client_id")) > 1:
+        raise AuthorizationPageError(_l("The request is malformed: '%(name)s' appears twice.", name="client_id"))
     client_id = params.get("client_id")
     if not client_id:
         raise AuthorizationPageError(_l("The request does not say which website is asking (no client_id)."))
     client = get_client(client_id)
     if client is None or not client.check_grant_type("authorization_code"):
         raise AuthorizationPageError(_l("The website that sent you here is not registered with Hoviyat."))
+    return client
+
+
+def resolve_request(params: MultiDict[str, str], client: Client) -> tuple[MultiDict[str, str], bool]:
+    """The request's own parameters: those pushed under its ``request_uri`` (RFC 9126 section 4) or signed in its
+    ``request`` (RFC 9101 section 5), else ``params`` as they came; and whether the request was pushed."""
+    request_uri = params.get("request_uri")
+    if request_uri is not None:
+        if "request" in params:
+            raise InvalidRequestError("The 'request' and 'request_uri' parameters are mutually exclusive.")
+        if not request_uri.startswith(REQUEST_URI_PREFIX):
+            # Only pushed requests' URNs: a request object is never fetched from another host.
+            raise RequestUriNotSupportedError("Only request_uri values from the pushed authorization endpoint work.")
+        pushed = take_pushed_request(request_uri, client)
+        return pushed, True
+    return unpack_request_object(params, client), False
+
+
+def check_client_and_redirect_uri(params: MultiDict[str, str]) -> tuple[Client, str]:
+    if len(params.getlist("redirect_uri")) > 1:
+        raise AuthorizationPageError(_l("The request is malformed: '%(name)s' appears twice.", name="redirect_uri"))
+    client = check_client(params)
     redirect_uri = params.get("redirect_uri")
     if not redirect_uri:
         raise AuthorizationPageError(_l("The request does not say where to return (no redirect_uri)."))
@@ -181,10 +226,9 @@ def check_request_parameters(params: MultiDict[str, str]) -> None:
     if params.get("response_type") != "code":
         # Checked before Authlib, whose message would echo the raw (possibly non-ASCII) value.
         raise UnsupportedResponseTypeError("Only response_type=code is supported.")
-    if "request" in params:
-        raise RequestNotSupportedError("Request objects are not supported; send the parameters directly.")
-    if "request_uri" in params:
-        raise RequestUriNotSupportedError("The 'request_uri' parameter is not supported.")
+    if "request" in params or "request_uri" in params:
+        # resolve_request took them out; in a request object or a pushed request they are not allowed.
+        raise InvalidRequestError("The 'request' and 'request_uri' parameters cannot be nested.")
     if "registration" in params:
         raise RegistrationNotSupportedError("The 'registration' parameter is not supported.")
     if params.get("response_mode", "query") != "query":
@@ -198,6 +242,19 @@ def check_request_parameters(params: MultiDict[str, str]) -> None:
     hint = params.get("id_token_hint")
     if hint and read_id_token_hint(hint) is None:
         raise InvalidRequestError("The 'id_token_hint' is not an ID token issued by this provider.")
+
+
+def check_pushed_if_required(client: Client, pushed: bool) -> None:
+    """RFC 9126 section 6 (and FAPI 2.0 section 5.3.2.2): such a client's requests come only by reference."""
+    if not pushed and client_profile(client).requires_par:
+        raise InvalidRequestError("This client must push its authorization requests (RFC 9126) first.")
+
+
+def check_dpop_jkt(params: MultiDict[str, str]) -> None:
+    """RFC 9449 section 10: ``dpop_jkt`` binds the code to a DPoP key; the token request must prove it."""
+    dpop_jkt = params.get("dpop_jkt")
+    if dpop_jkt is not None:
+        check_thumbprint(dpop_jkt)
 
 
 def required_acr(params: MultiDict[str, str], claims_request: dict[str, Any] | None) -> str:
@@ -294,11 +351,30 @@ def needs_consent(
 
 def start(params: MultiDict[str, str]) -> Response:
     """A new authorization request from a relying party."""
+    client = check_client(params)
+    try:
+        params, pushed = resolve_request(params, client)
+    except OAuth2Error as error:
+        return unresolved_request(error, params, client)
     client, redirect_uri = check_client_and_redirect_uri(params)
     locale = first_supported(params.get("ui_locales"))
     if locale:
         session["locale"] = locale
-    return proceed(params, client, redirect_uri, pending=None)
+    return proceed(params, client, redirect_uri, pending=None, pushed=pushed)
+
+
+def unresolved_request(error: OAuth2Error, params: MultiDict[str, str], client: Client) -> Response:
+    """A pushed request or request object that cannot be used: back to the request's redirect URI if it names a
+    registered one (with its state), else a page that gives the error code."""
+    from ..server import redirect_with_error
+
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri and len(params.getlist("redirect_uri")) == 1 and client.check_redirect_uri(redirect_uri):
+        return redirect_with_error(error, redirect_uri, params.get("state"))
+    raise AuthorizationPageError(
+        _l("This sign-in request cannot be used: it has expired, was used already, or is not valid."),
+        error=error.error,
+    )
 
 
 def resume(pending: PendingAuthorization) -> Response:
@@ -306,11 +382,15 @@ def resume(pending: PendingAuthorization) -> Response:
     params = pending.multidict
     # The registration may have changed while the user was typing; check it again.
     client, redirect_uri = check_client_and_redirect_uri(params)
-    return proceed(params, client, redirect_uri, pending=pending)
+    return proceed(params, client, redirect_uri, pending=pending, pushed=bool(pending.extra.get("pushed")))
 
 
 def proceed(
-    params: MultiDict[str, str], client: Client, redirect_uri: str, pending: PendingAuthorization | None
+    params: MultiDict[str, str],
+    client: Client,
+    redirect_uri: str,
+    pending: PendingAuthorization | None,
+    pushed: bool = False,
 ) -> Response:
     from ..server import authorization_server, redirect_with_error
 
@@ -323,7 +403,10 @@ def proceed(
     login = current_session()
     try:
         check_request_parameters(params)
+        check_pushed_if_required(client, pushed)
         grant = server.get_consent_grant(request=request, end_user=login.user if login else None)
+        check_dpop_jkt(params)
+        check_authorization_resources(client, params)
         claims_request = parse_claims_request(params.get("claims"))
         acr = required_acr(params, claims_request)
         prompts = params.get("prompt", "").split()
@@ -331,16 +414,16 @@ def proceed(
         if reason is not None:
             if "none" in prompts:
                 raise LoginRequiredError()
-            return _interact("auth.login", params, pending)
+            return _interact("auth.login", params, pending, pushed)
         assert login is not None
         if check_step_up(acr, login, prompts):
-            return _interact("auth.second_factor", params, pending)
+            return _interact("auth.second_factor", params, pending, pushed)
         scopes = request.scope.split()
         extra_claims = extra_claims_allowed(claims_request, client, scopes)
         if needs_consent(params, client, login, scopes, extra_claims, pending):
             if "none" in prompts:
                 raise ConsentRequiredError()
-            return _interact("oidc.consent", params, pending)
+            return _interact("oidc.consent", params, pending, pushed)
     except OAuth2Error as error:
         if pending is not None:
             pending.discard()
@@ -351,7 +434,9 @@ def proceed(
     return server.create_authorization_response(request=request, grant_user=authorization, grant=grant)
 
 
-def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None) -> Response:
+def _interact(
+    endpoint: str, params: MultiDict[str, str], pending: PendingAuthorization | None, pushed: bool
+) -> Response:
     if pending is None:
         pending = PendingAuthorization(
             id=new_token(24),
@@ -359,6 +444,7 @@ def _interact(endpoint: str, params: MultiDict[str, str], pending: PendingAuthor
             started_at=clock.timestamp(),
             binding=browser_binding(),
         )
+        pending.extra["pushed"] = pushed
         pending.save()
     return redirect(url_for(endpoint, tx=pending.id))
 
@@ -381,4 +467,4 @@ def deny(pending: PendingAuthorization) -> Response:
 
 
 def render_page_error(error: AuthorizationPageError) -> tuple[str, int]:
-    return render_template("error.html", message=error.message), error.status
+    return render_template("error.html", message=error.message, error_code=error.error), error.status

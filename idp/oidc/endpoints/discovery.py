@@ -23,7 +23,7 @@ from ...config import SIGNING_ALGORITHMS
 from ...ops.logs import REQUEST_ID, new_request_id
 from ...provider import Provider
 from ...scopes import ACR_VALUES, SCOPE_CLAIMS, all_claims
-from .. import paths
+from .. import dpop, fapi, paths
 from ..grants.client_methods import ALL_METHODS, CONFIDENTIAL_METHODS
 
 SIGNING_ALGS = list(SIGNING_ALGORITHMS)
@@ -48,23 +48,30 @@ def provider_metadata(provider: Provider) -> dict[str, Any]:
         "subject_types_supported": ["pairwise", "public"],
         "id_token_signing_alg_values_supported": SIGNING_ALGS,
         "token_endpoint_auth_methods_supported": ALL_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
+        "token_endpoint_auth_signing_alg_values_supported": list(fapi.CLIENT_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": ALL_METHODS,
-        "revocation_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
+        "revocation_endpoint_auth_signing_alg_values_supported": list(fapi.CLIENT_ALGORITHMS),
         "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_METHODS,
-        "introspection_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
+        "introspection_endpoint_auth_signing_alg_values_supported": list(fapi.CLIENT_ALGORITHMS),
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": all_claims(),
         "claim_types_supported": ["normal"],
         "claims_parameter_supported": True,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
-        "require_request_uri_registration": False,
+        # Signed request objects by value (RFC 9101), at the authorization endpoint and in pushed requests.
+        "request_parameter_supported": True,
+        "request_object_signing_alg_values_supported": list(fapi.CLIENT_ALGORITHMS),
+        # request_uri: only the URNs of pushed requests (RFC 9126); none is fetched from another host, and no
+        # client can register any (OpenID Connect Discovery section 3).
+        "request_uri_parameter_supported": True,
+        "require_request_uri_registration": True,
+        "pushed_authorization_request_endpoint": url(paths.PUSHED_AUTHORIZATION_REQUEST),
+        "require_pushed_authorization_requests": provider.config.oauth.require_par,
+        "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
+        "authorization_response_iss_parameter_supported": True,
         "acr_values_supported": list(ACR_VALUES),
         "ui_locales_supported": ["fa", "en"],
         "claims_locales_supported": ["fa"],
         "prompt_values_supported": ["none", "login", "consent"],
-        "authorization_response_iss_parameter_supported": True,
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         # OpenID Connect for Identity Assurance 1.0, section 8.

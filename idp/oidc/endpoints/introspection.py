@@ -16,6 +16,7 @@ from ...store import read_outside_a_transaction
 from ...store.clients import get_client
 from ...store.models import Client, RefreshToken
 from ...store.users import get_user
+from .. import dpop
 from ..claims import subject_for
 from ..grants.client_methods import CONFIDENTIAL_METHODS
 from ..tokens import AccessToken, read_access_token
@@ -55,9 +56,12 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         issuer = current_provider().issuer
         if isinstance(token, AccessToken):
             claims = token.claims
-            return {
+            bound = dpop.bound_key(claims)
+            answer = {
                 "active": True,
-                "token_type": "Bearer",
+                # RFC 9449 section 6.2: a DPoP-bound token says so, and which key; the resource server checks the
+                # proof it received against cnf itself.
+                "token_type": "DPoP" if bound else "Bearer",
                 "client_id": token.client.client_id,
                 "scope": token.scope,
                 "sub": claims["sub"],
@@ -67,6 +71,9 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
                 "exp": claims["exp"],
                 "jti": claims["jti"],
             }
+            if bound:
+                answer["cnf"] = {"jkt": bound}
+            return answer
         row = token.row
         grant = row.grant
         payload: dict[str, Any] = {

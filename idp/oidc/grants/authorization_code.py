@@ -29,7 +29,9 @@ from ...store import commit as commit_store
 from ...store import grants as grant_store
 from ...store import users as user_store
 from ...store.models import User
+from .. import dpop
 from ..authorization import EndUserAuthorization
+from ..fapi import client_profile
 from ..scope_rules import check_user_scopes
 from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
@@ -57,6 +59,10 @@ class AuthorizationCode(AuthorizationCodeMixin):
     code_challenge: str
     code_challenge_method: str
     expires_at: int
+    #: RFC 9449 section 10: only a DPoP proof of this key may exchange the code.
+    dpop_jkt: str | None = None
+    #: RFC 8707: the resource servers the authorization covers.
+    resources: list[str] | None = None
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -86,7 +92,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request: Any) -> None:
         authorization: EndUserAuthorization = request.user
         provider = current_provider()
-        ttl = provider.config.tokens.code_ttl
+        ttl = client_profile(request.client).code_ttl(provider.config.tokens.code_ttl)
         data = request.payload.data
         session = authorization.session
         record = {
@@ -103,6 +109,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
             "expires_at": clock.timestamp() + ttl,
+            "dpop_jkt": data.get("dpop_jkt"),
+            "resources": data.getlist("resource") or None,
         }
         # The store's TTL only collects garbage; expires_at is what counts (and what tests move past).
         provider.store.put(CODE_KEY + sha256_hex(code), record, ttl + 5)
@@ -167,6 +175,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             amr=code.amr,
             code_hash=code.code_hash,
             lifetime=config.tokens.refresh_token_absolute_ttl,
+            dpop_jkt=dpop.refresh_token_binding(self.client),
+            resources=code.resources,
         )
         self.request.idp_grant = grant
         token = token_response(client=self.client, user=user, scope=scope or "", grant=grant)

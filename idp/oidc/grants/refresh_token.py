@@ -3,6 +3,10 @@
 Each use marks the presented token rotated and returns a new one in the same family (the grant). A rotated
 token presented again is a replay: the whole family is revoked, so neither the attacker nor the client keeps
 a working token, and the user must log in again. No refresh token outlives its family's absolute lifetime.
+
+A FAPI 2.0 client's refresh tokens are not rotated (FAPI 2.0 Security Profile section 5.3.2.1 allows it; its tokens
+are sender-constrained instead): each use moves the token's idle expiry on. A public client's refresh token
+bound to a DPoP key is used only with a proof of that key (RFC 9449 section 5).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from ...store import commit as commit_store
 from ...store import grants as grant_store
 from ...store import rollback as rollback_store
 from ...store.models import RefreshToken, User
+from ..dpop import check_refresh_token_binding
+from ..fapi import client_profile
 from ..tokens import token_issued_event, token_response
 from .client_methods import ALL_METHODS
 
@@ -51,7 +57,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         now = clock.now()
         if token.expires_at <= now or not grant_store.is_grant_active(token.grant, now) or token.grant.user is None:
             return None
+        check_refresh_token_binding(self.request.client, token)
         return token
+
+    @property
+    def rotates(self) -> bool:
+        return client_profile(self.request.client).rotates_refresh_tokens
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
         return refresh_token.grant.user
@@ -67,6 +78,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         grant = self.request.refresh_token.grant
         self.request.idp_grant = grant
         token = token_response(client=self.client, user=user, scope=scope or "", grant=grant)
+        if not self.rotates:
+            token["refresh_token"] = self.request.form["refresh_token"]  # the same again, which the client keeps
+            return token
         self._successor = grant_store.new_refresh_token(grant, current_provider().config.tokens.refresh_token_idle_ttl)
         token["refresh_token"] = self._successor.token
         return token
@@ -82,6 +96,11 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
         presented: RefreshToken = self.request.refresh_token
+        if not self.rotates:
+            # Written with the request's commit, as the other grants' rows are.
+            grant_store.extend_refresh_token(presented, current_provider().config.tokens.refresh_token_idle_ttl)
+            audit.write(self._audit_row)
+            return answer
         if not grant_store.rotate_refresh_token(presented, self._successor, self._audit_row):
             # Another use rotated it since it was read: of the two, this one is the replay (RFC 9700 4.14.2).
             self._revoke_family(presented)
