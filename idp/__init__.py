@@ -112,7 +112,7 @@ def create_app(config: Config | Mapping[str, Mapping[str, Any]] | None = None) -
     headers.install(app, https=config.uses_https)
     site_icon.install(app)
 
-    from .oidc.server import build_authorization_server
+    from .oidc.assembly import build_authorization_server
 
     app.extensions["idp.authorization_server"] = build_authorization_server(app)
 

@@ -135,7 +135,7 @@ def provider_claims(issuer: str, token: str) -> dict[str, Any]:
 def test_authorization_request_is_pushed_with_pkce_state_and_nonce(app, carmaker, browser, live_server):
     """The carmaker is a FAPI 2.0 client: its request goes to the provider directly (PAR), and the browser is
     sent with nothing but client_id and the request_uri it got back."""
-    from idp.oidc.endpoints.par import PUSHED_KEY, REQUEST_URI_PREFIX
+    from idp.oidc.pushed_requests import PUSHED_KEY, REQUEST_URI_PREFIX
     from idp.security import sha256_hex
 
     requests_sent = []

@@ -30,6 +30,7 @@ from . import paths
 from .client_keys import ClientKeyResolver
 from .errors import quoted
 from .fapi import client_profile
+from .server import authorization_server
 
 #: RFC 9101 section 10.8 and FAPI 2.0 Message Signing section 5.3.1: a request object lives an hour at most.
 MAX_LIFETIME = 3600
@@ -82,8 +83,6 @@ def unpack_request_object(params: MultiDict[str, str], client: Client) -> MultiD
         raise InvalidRequestError("The 'request' and 'request_uri' parameters are mutually exclusive.")
     if len(params.getlist("request")) > 1:
         raise InvalidRequestError("The 'request' parameter appears more than once.")
-    from .server import authorization_server
-
     request = OAuth2Request("GET", current_provider().url(paths.AUTHORIZE))
     request.payload = BasicOAuth2Payload({key: params[key] for key in params})
     try:

@@ -10,25 +10,13 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as _Authorizat
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter as _IssuerParameter
-from flask import Flask, Request, Response, current_app, g
+from flask import Request, Response, current_app, g
 from flask import request as flask_request
 
 from ..ops.metrics import count_audit_event
 from ..provider import current_provider
 from ..store import audit
-from ..store.clients import get_client
 from . import dpop
-from .client_auth import PrivateKeyJWT, authenticate_client_secret_basic
-from .endpoints.end_session import EndSessionEndpoint
-from .endpoints.introspection import IntrospectionEndpoint
-from .endpoints.par import PushedAuthorizationEndpoint
-from .endpoints.revocation import RevocationEndpoint
-from .endpoints.userinfo import UserInfoEndpoint, build_resource_protector
-from .grants.authorization_code import AuthorizationCodeGrant
-from .grants.client_credentials import ClientCredentialsGrant
-from .grants.refresh_token import RefreshTokenGrant
-from .id_token import OpenIDCode, OpenIDRefresh
-from .pkce import RequiredS256CodeChallenge
 from .tokens import token_issued_event
 
 log = logging.getLogger(__name__)
@@ -110,26 +98,6 @@ def redirect_with_error(error: OAuth2Error, redirect_uri: str, state: str | None
     error.redirect_fragment = False
     error.state = state
     return add_issuer(authorization_server().handle_error_response(None, error))
-
-
-def build_authorization_server(app: Flask) -> AuthorizationServer:
-    server = AuthorizationServer()
-    server.init_app(app, query_client=get_client, save_token=None)
-    server.register_grant(
-        AuthorizationCodeGrant,
-        [RequiredS256CodeChallenge(), OpenIDCode(require_nonce=False), dpop.CodeBinding()],
-    )
-    server.register_grant(RefreshTokenGrant, [OpenIDRefresh()])
-    server.register_grant(ClientCredentialsGrant)
-    server.register_client_auth_method("client_secret_basic", authenticate_client_secret_basic)
-    server.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
-    server.register_extension(IssuerParameter())
-    server.register_endpoint(PushedAuthorizationEndpoint)
-    server.register_endpoint(RevocationEndpoint)
-    server.register_endpoint(IntrospectionEndpoint)
-    server.register_endpoint(UserInfoEndpoint(resource_protector=build_resource_protector()))
-    server.register_endpoint(EndSessionEndpoint)
-    return server
 
 
 def authorization_server() -> AuthorizationServer:

@@ -59,10 +59,11 @@ from ..errors import (
     UnsupportedResponseTypeError,
 )
 from ..fapi import client_profile
+from ..pushed_requests import REQUEST_URI_PREFIX, take_pushed_request
 from ..request_object import unpack_request_object
 from ..resource_indicators import check_authorization_resources
+from ..server import authorization_server, redirect_with_error
 from ..tokens import read_id_token_hint
-from .par import REQUEST_URI_PREFIX, take_pushed_request
 
 PENDING_KEY = "pending-authorization:"
 SINGLE_VALUED = (
@@ -366,8 +367,6 @@ def start(params: MultiDict[str, str]) -> Response:
 def unresolved_request(error: OAuth2Error, params: MultiDict[str, str], client: Client) -> Response:
     """A pushed request or request object that cannot be used: back to the request's redirect URI if it names a
     registered one (with its state), else a page that gives the error code."""
-    from ..server import redirect_with_error
-
     redirect_uri = params.get("redirect_uri")
     if redirect_uri and len(params.getlist("redirect_uri")) == 1 and client.check_redirect_uri(redirect_uri):
         return redirect_with_error(error, redirect_uri, params.get("state"))
@@ -392,8 +391,6 @@ def proceed(
     pending: PendingAuthorization | None,
     pushed: bool = False,
 ) -> Response:
-    from ..server import authorization_server, redirect_with_error
-
     server = authorization_server()
     request = ParamsRequest(params)
     # What follows only reads the database (the login session, the consent; the code and the pending request
@@ -451,8 +448,6 @@ def _interact(
 
 def deny(pending: PendingAuthorization) -> Response:
     """The user refused: ``access_denied`` to the client (RFC 6749 section 4.1.2.1)."""
-    from ..server import authorization_server, redirect_with_error
-
     params = pending.multidict
     _client, redirect_uri = check_client_and_redirect_uri(params)
     pending.discard()

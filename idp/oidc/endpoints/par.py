@@ -3,7 +3,7 @@
 The client POSTs its authorization request to ``pushed_authorization_request_endpoint``, authenticated as at the
 token endpoint, and gets a ``request_uri`` (a URN) that lives :data:`REQUEST_URI_TTL` seconds. The browser then
 carries only ``client_id`` and ``request_uri`` to the authorization endpoint, which takes the pushed parameters
-from the key-value store, once, for that client only (:func:`take_pushed_request`). Nothing of the request can
+from the key-value store, once, for that client only (:mod:`idp.oidc.pushed_requests`). Nothing of the request can
 be read or altered in the browser's address bar.
 
 The pushed request is checked as the authorization endpoint would check it, and errors are answered here in
@@ -18,24 +18,19 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error, OAuth2Request
 from authlib.oauth2.rfc6749.endpoint import Endpoint, EndpointRequest
-from authlib.oauth2.rfc9101.errors import InvalidRequestUriError
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
-from ... import clock
-from ...provider import current_provider
-from ...security import new_token, sha256_hex
 from ...store.models import Client
 from .. import dpop
 from ..claims import parse_claims_request
 from ..grants.client_methods import ALL_METHODS
+from ..pushed_requests import REQUEST_URI_TTL, keep_pushed_request
 from ..request_object import unpack_request_object
 from ..resource_indicators import check_authorization_resources
+from ..server import authorization_server
+from .authorize import ParamsRequest, check_request_parameters, required_acr
 
-REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
-#: Section 2.2: "short lived"; FAPI 2.0 asks for under 600 s. A minute is enough to send a browser on.
-REQUEST_URI_TTL = 60
-PUSHED_KEY = "pushed-authorization-request:"
 #: Client authentication, not part of the authorization request.
 CLIENT_AUTHENTICATION = ("client_assertion", "client_assertion_type", "client_secret")
 
@@ -69,23 +64,13 @@ class PushedAuthorizationEndpoint(Endpoint):
 
     def create_response(self, validated_request: EndpointRequest) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         assert isinstance(validated_request, PushedRequest) and validated_request.params is not None
-        reference = new_token(32)
-        record = {
-            "client_id": validated_request.client.client_id,
-            "params": list(validated_request.params.items(multi=True)),
-            "expires_at": clock.timestamp() + REQUEST_URI_TTL,
-        }
-        # The store's TTL only collects garbage; expires_at is what counts (and what tests move past).
-        current_provider().store.put(PUSHED_KEY + sha256_hex(reference), record, REQUEST_URI_TTL + 5)
-        body = {"request_uri": REQUEST_URI_PREFIX + reference, "expires_in": REQUEST_URI_TTL}
+        request_uri = keep_pushed_request(validated_request.client, validated_request.params)
+        body = {"request_uri": request_uri, "expires_in": REQUEST_URI_TTL}
         return 201, body, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
 
 def check_pushed_parameters(params: MultiDict[str, str], client: Client) -> None:
     """The checks of the authorization endpoint that need no user, answered as errors of this endpoint."""
-    from ..server import authorization_server
-    from .authorize import ParamsRequest, check_request_parameters, required_acr
-
     dpop_jkt = dpop.check_pushed_key(params.get("dpop_jkt"))
     if dpop_jkt is not None:
         params["dpop_jkt"] = dpop_jkt
@@ -104,23 +89,3 @@ def check_pushed_parameters(params: MultiDict[str, str], client: Client) -> None
         raise
     required_acr(params, parse_claims_request(params.get("claims")))
     check_authorization_resources(client, params)
-
-
-def take_pushed_request(request_uri: str, client: Client) -> MultiDict[str, str]:
-    """The parameters pushed under ``request_uri`` by ``client``, taken from the store: a request_uri works once,
-    before it expires, and only for the client that pushed it (another client's attempt does not spend it)."""
-    if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > 200:
-        raise InvalidRequestUriError("The request_uri is not one this server issued.")
-    store = current_provider().store
-    key = PUSHED_KEY + sha256_hex(request_uri[len(REQUEST_URI_PREFIX) :])
-    record = store.get(key)
-    if record is None:
-        raise InvalidRequestUriError("The request_uri is unknown, expired or used already.")
-    if record["client_id"] != client.client_id:
-        raise InvalidRequestUriError("The request_uri was pushed by another client.")
-    record = store.consume(key)
-    if record is None:  # a concurrent request took it first
-        raise InvalidRequestUriError("The request_uri is unknown, expired or used already.")
-    if record["expires_at"] <= clock.timestamp():
-        raise InvalidRequestUriError("The request_uri has expired.")
-    return MultiDict([tuple(pair) for pair in record["params"]])
