@@ -94,6 +94,8 @@ class SessionConfig:
     idle_timeout: int = 2 * 3600
     absolute_timeout: int = 12 * 3600
     cookie_name: str = "hoviyat_session"
+    # Changing the account's second factors needs a two-factor login at most this many seconds old.
+    fresh_login: int = 600
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,6 @@ class LoginConfig:
 @dataclass(frozen=True)
 class PasskeysConfig:
     challenge_ttl: int = 300
-    fresh_login: int = 600
     sms_recovery_delay: int = 24 * 3600
     sms_recovery_window: int = 24 * 3600
 
@@ -369,7 +370,7 @@ def validate(config: Config) -> None:
             raise ConfigError("redis.url", str(error)) from None
     if not 30 <= config.passkeys.challenge_ttl <= 900:
         raise ConfigError("passkeys.challenge_ttl", "must be between 30 and 900 seconds")
-    for key in ("fresh_login", "sms_recovery_delay", "sms_recovery_window"):
+    for key in ("sms_recovery_delay", "sms_recovery_window"):
         if getattr(config.passkeys, key) < 1:
             raise ConfigError(f"passkeys.{key}", "must be at least 1 second")
     for key in ("id_token_alg", "access_token_alg"):
@@ -406,6 +407,7 @@ def validate(config: Config) -> None:
         raise ConfigError("oauth.dpop_proof_max_age", "must be between 10 and 300 seconds (RFC 9449 section 11.1)")
     _positive(config, "session", "idle_timeout")
     _positive(config, "session", "absolute_timeout")
+    _positive(config, "session", "fresh_login")
     if not config.session.cookie_name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError("session.cookie_name", "must use only letters, digits, '-' and '_'")
     if config.ui.default_locale not in SUPPORTED_LOCALES:

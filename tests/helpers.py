@@ -204,6 +204,14 @@ class Browser:
     def consent(self, response: Any, decision: str = "allow") -> Any:
         return self.submit(response, {"decision": decision}, action_contains="/consent")
 
+    def confirm_it_is_me(self, next_page: str = "two-factor") -> Any:
+        """A fresh two-factor login after a password login, as changing the account's second factors asks: a code
+        by SMS on the step-up page, which then returns to ``next_page``."""
+        page = self.get(f"/login/second-factor?method=sms&next={next_page}")
+        page = self.submit(page, {}, action_contains="/login/second-factor/send")
+        texted = [m for m in sms_outbox(self.client.application) if m["purpose"] == "step_up"]
+        return self.submit(page, {"code": texted[-1]["code"]}, field_name="code")
+
     def second_factor_by_sms(self, response: Any, app: Flask, mobile: str) -> Any:
         """On the second-factor page: have a code texted, then type it."""
         assert "/login/second-factor" in response.request.path, response.request.path

@@ -470,7 +470,7 @@ def _step_up_password(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any
 def _step_up_app(app: Flask, user: UserInfo, rp: Any) -> tuple[Browser, Any, str, dict[str, str], Callable]:
     owner = english_browser(app)
     log_in_with_password(owner, user)
-    secret, _codes = enrol_totp(owner)
+    secret, _codes = enrol_totp(owner, user)
     clock.advance(30)
     page, _params, _verifier = start_authorization(owner, rp, acr_values="urn:hoviyat:loa:2")
     return owner, page, "/login/second-factor", {"code": totp_code(secret)}, reached_the_relying_party

@@ -37,8 +37,10 @@ from .helpers import (
     field_error,
     find_form,
     in_parallel,
+    last_sms_code,
     pkce_pair,
     query_of,
+    sms_outbox,
 )
 
 STEP = 30
@@ -87,6 +89,8 @@ class _SecretParser(HTMLParser):
 def enrolment_page(browser: Browser) -> tuple[Any, str, list[str]]:
     page = browser.get("/account/two-factor")
     assert page.status_code == 200
+    if 'id="confirm-first"' in page.get_data(as_text=True):
+        page = browser.confirm_it_is_me()
     parser = _SecretParser()
     parser.feed(page.get_data(as_text=True))
     assert parser.secret, page.get_data(as_text=True)[:3000]
@@ -309,9 +313,9 @@ def test_malformed_codes_are_refused(app, user, bad):
 
 
 def test_loa2_authorization_is_met_with_the_app(app, user, rp_client):
-    browser = log_in(app, user)
-    secret, _ = enrol(browser)
+    secret, _ = enrol(log_in(app, user))
     next_step()
+    browser = log_in(app, user)  # a password login: one factor, which loa:2 must step up
     verifier, challenge = pkce_pair()
     params = authorization_params(rp_client, challenge, acr_values="urn:hoviyat:loa:2")
     page = browser.authorize(params)
@@ -437,8 +441,9 @@ def test_disable_removes_the_app_from_step_up(app, user):
 
 
 def test_a_new_server_secret_makes_the_old_seed_fail_cleanly(app_with):
-    before = app_with(server={"secret_key": "first secret key"})
-    after = app_with(server={"secret_key": "second secret key"})  # same database, new secret
+    # A step-up code a second after another (the enrolment's): otp.resend_interval counts per number, across apps.
+    before = app_with(server={"secret_key": "first secret key"}, otp={"resend_interval": 1})
+    after = app_with(server={"secret_key": "second secret key"}, otp={"resend_interval": 1})  # same database
     person = create_test_user(before)
     browser = log_in(before, person)
     secret, _ = enrol(browser)
@@ -450,10 +455,70 @@ def test_a_new_server_secret_makes_the_old_seed_fail_cleanly(app_with):
     assert response.status_code == 200, response.status_code
     assert field_error(response, "code", raw=True)
     assert not any("otp" in amr for amr in amr_of_sessions(after, person.id))
-    # The settings page still works, and turning the app off with the password is possible.
+    # The settings page still works, and turning the app off is possible once confirmed by SMS.
     assert other.get("/account/two-factor").status_code == 200
+    time.sleep(1.1)
+    other.confirm_it_is_me()
     assert redirect_path(_disable(other, person.password)) == "/account/two-factor"
     assert enrolment_page(other)[1]
+
+
+# -- one factor cannot change the factors (a stolen password or SIM) ----------------------------------------------
+
+
+def sms_log_in(app: Flask, user: UserInfo) -> Browser:
+    """A login with the SIM alone: a code by SMS (one factor)."""
+    browser = english_browser(app)
+    page = browser.submit(browser.get("/login/sms"), {"national_code": user.national_code})
+    done = browser.submit(page, {"code": last_sms_code(app, user.mobile, "login")}, field_name="code")
+    assert done.request.path == "/", done.request.path
+    return browser
+
+
+def try_to_enrol(browser: Browser) -> Any:
+    """An attacker's own authenticator app, turned on with a secret of the attacker's choosing."""
+    token = csrf_of(browser, "/")  # the account page's logout form: any form's token will do
+    secret = pyotp.random_base32()
+    with browser.client.session_transaction() as session:
+        session["totp_enrolment"] = secret  # as if the page had shown it
+    return browser.client.post("/account/two-factor", data={"csrf_token": token, "code": code_at(secret)})
+
+
+@pytest.mark.parametrize("way_in", ["stolen password", "SIM alone"])
+def test_one_factor_cannot_turn_on_an_app_that_would_lock_the_owner_out(app, user, way_in):
+    """With an app of the attacker's on the account, recovery by SMS would ask for its codes: the owner locked
+    out. Turning one on needs a fresh login of two factors, and the key is not even shown before."""
+    browser = log_in(app, user) if way_in == "stolen password" else sms_log_in(app, user)
+    page = browser.get("/account/two-factor").get_data(as_text=True)
+    assert 'id="totp-secret"' not in page and 'id="confirm-first"' in page
+    refused = try_to_enrol(browser)
+    assert refused.status_code in (200, 302, 303)
+    assert not load_user(app, user.id).has_totp
+
+
+def test_a_stolen_password_cannot_turn_off_the_owners_app_or_remake_its_codes(app, user):
+    owner = log_in(app, user)
+    _secret, codes = enrol(owner)
+    attacker = log_in(app, user)
+    response = _disable(attacker, user.password)
+    assert response.status_code == 303 and "/login/second-factor" in response.location
+    assert load_user(app, user.id).has_totp
+    token = csrf_of(attacker, "/account/two-factor")
+    remade = attacker.client.post("/account/two-factor/recovery-codes", data={"csrf_token": token})
+    assert remade.status_code == 303 and "/login/second-factor" in remade.location
+    # The owner's recovery codes still work, and the confirmation page asks for what the attacker lacks.
+    assert second_factor(english_browser_logged_in(app, user), "recovery", codes[0]).status_code in (302, 303)
+
+
+def english_browser_logged_in(app: Flask, user: UserInfo) -> Browser:
+    return log_in(app, user)
+
+
+def test_turning_the_app_on_is_texted_to_the_owner(app, user):
+    browser = log_in(app, user)
+    enrol(browser)
+    texts = [m for m in sms_outbox(app) if m["purpose"] == "second_factor"]
+    assert len(texts) == 1 and "authenticator app was turned on" in texts[0]["text"]
 
 
 # -- one code, one request (parallel replays) -------------------------------------------------------------------

@@ -12,7 +12,6 @@ from flask import Response, flash, jsonify, redirect, request, url_for
 from flask_babel import gettext
 
 from .. import passkeys
-from ..provider import current_provider
 from ..rate_limits import limited
 from ..web.forms import PasskeyForm
 from ..web.login_state import current_session, is_fresh, log_in
@@ -43,7 +42,7 @@ def passkey_options() -> Response | tuple[Response, int]:
     if ceremony == passkeys.STEP_UP:
         return _json(passkeys.authentication_options(ceremony, login.user))
     if ceremony == passkeys.REGISTER:
-        if not is_fresh(login, current_provider().config.passkeys.fresh_login):
+        if not is_fresh(login):
             return _json_error("confirm_again", 403)
         return _json(passkeys.registration_options(login.user))
     return _json_error("unknown_ceremony", 400)

@@ -43,7 +43,7 @@ from .flow import (
 from .password_login import check_password_attempt, throttled_check
 
 #: Where the page may send the user once confirmed, when no relying party waits (``next``).
-NEXT_PAGES = {"passkeys": "account.passkeys"}
+NEXT_PAGES = {"passkeys": "account.passkeys", "two-factor": "account.two_factor"}
 
 
 def enrolled_second_factors(user: User) -> list[str]:

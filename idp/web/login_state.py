@@ -103,9 +103,11 @@ def add_factor(login: UserSession, *methods: str) -> UserSession:
     return login
 
 
-def is_fresh(login: UserSession, max_age: int) -> bool:
-    """A login of two factors or more, proved within the last ``max_age`` seconds: what changing how the account
-    is entered (adding or removing a passkey) asks for."""
+def is_fresh(login: UserSession) -> bool:
+    """A login of two factors or more, proved within ``session.fresh_login`` seconds: what changing how the account
+    is entered (its second factors) asks for. A stolen password or SIM alone gives one factor, so it can neither add
+    a factor of its own (which would lock the owner out of recovery) nor take the owner's away."""
+    max_age = current_provider().config.session.fresh_login
     return acr_meets(login.acr, ACR_TWO_FACTORS) and clock.timestamp() - login.auth_time.timestamp() < max_age
 
 
