@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -206,3 +207,55 @@ def test_incr_under_threads_gives_each_caller_its_own_number(store):
     for thread in threads:
         thread.join()
     assert sorted(results) == list(range(1, 17))
+
+
+# -- what someone who reads the store learns -------------------------------------------------------------------
+
+
+def _everything_in(app: Any) -> str:
+    """Every key and value the app's store holds, as one text (the rate-limit counters included)."""
+    provider = app.extensions["idp"]
+    store = provider.store
+    if isinstance(store, RedisStore):
+        client = redis.Redis.from_url(store.url)
+        texts = []
+        for pattern in (f"{store.prefix}*", f"LIMITS:*{store.prefix}*"):
+            for key in client.scan_iter(match=pattern, count=500):
+                value = client.get(key) if client.type(key) == b"string" else str(client.dump(key))
+                texts.append(f"{key!r} {value!r}")
+        return "\n".join(texts)
+    return "\n".join(f"{key} {payload}" for key, (_expiry, payload) in store._records.items())
+
+
+def test_reading_the_store_gives_away_no_credential(app: Any, user: Any, rp_client: Any) -> None:
+    """An attacker who reads Redis (a leaked dump, a replica) finds no session cookie, authorization code, token,
+    password or one-time code in it: each is kept under or as a hash, or not at all."""
+    from .helpers import Browser, exchange_code, get_code, last_sms_code
+
+    browser = Browser(app.test_client(), app.extensions["idp"].issuer)
+    code, verifier, _ = get_code(browser, rp_client, user)
+    held_code = _everything_in(app)  # the code lives in the store until it is exchanged
+    tokens = exchange_code(browser.client, rp_client, code, verifier).get_json()
+    page = browser.submit(browser.get("/login/sms"), {"national_code": user.national_code})
+    assert page.status_code == 200
+    sms_code = last_sms_code(app, user.mobile, "login")
+    cookie = browser.client.get_cookie(app.extensions["idp"].config.session.cookie_name).value
+    contents = _everything_in(app) + held_code
+    secrets_held = {
+        "session cookie": cookie,
+        "authorization code": code,
+        "access token": tokens["access_token"],
+        "refresh token": tokens["refresh_token"],
+        "ID token": tokens["id_token"],
+        "password": user.password,
+        "SMS code": sms_code,
+        "client secret": rp_client.client_secret,
+    }
+    # Bounded by what cannot continue a value, so six digits are not "found" inside a hash or a timestamp.
+    found = [
+        name
+        for name, secret in secrets_held.items()
+        if secret and re.search(rf"(?<![A-Za-z0-9_-]){re.escape(secret)}(?![A-Za-z0-9_-])", contents)
+    ]
+    assert found == []
+    assert contents  # the store was read: sessions, codes and counters are there
