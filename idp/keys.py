@@ -230,9 +230,9 @@ class KeyRing:
     def _reload(self) -> None:
         """Re-read the keys' rows; a key already loaded with the same status and start keeps its parsed object.
 
-        Parsing an RSA private key (with its consistency check) cost ~39 ms of CPU here, under the lock every
-        request that signs or verifies waits on: every 30 s, a stall that reached the p99 of the token endpoints.
-        A new key, or one whose row changed (rotated, published, retired), is read from its file again."""
+        Parsing an RSA private key (with its consistency check) is slow, and it happens under the lock every request
+        that signs or verifies waits on: at every re-read it would stall the token endpoints. A new key, or one
+        whose row changed (rotated, published, retired), is read from its file again."""
         rows = db.session.scalars(
             select(SigningKey)
             .where(SigningKey.status.in_(("active", "next", "published")))

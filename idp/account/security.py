@@ -71,7 +71,9 @@ def two_factor() -> Response | str:
         )
     if not fresh:
         # The key is not even shown: it would be the one a stranger with the password or SIM enrols.
-        return render_template("account/two_factor.html", enabled=False, fresh=False, confirm_url=confirm_url(NEXT_PAGE))
+        return render_template(
+            "account/two_factor.html", enabled=False, fresh=False, confirm_url=confirm_url(NEXT_PAGE)
+        )
     secret = session.get(ENROLMENT) or totp.new_secret()
     session[ENROLMENT] = secret
     form = TotpEnableForm()

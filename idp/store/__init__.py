@@ -11,8 +11,8 @@ from ..extensions import db
 
 def commit() -> None:
     # A session that began no transaction holds nothing to write (adding an object or running a statement
-    # begins one): committing it would still run the whole unit-of-work machinery, ~0.1 ms on the token
-    # endpoint's busiest grant, which writes nothing. A request that never used the session (the refresh and the
+    # begins one): committing it would still run the whole unit-of-work machinery, on the token endpoint's
+    # busiest grant, which writes nothing. A request that never used the session (the refresh and the
     # client-credentials grant on PostgreSQL) has none yet, and asking it would make one.
     if db.session.registry.has() and db.session().in_transaction():
         db.session.commit()

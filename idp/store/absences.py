@@ -14,7 +14,7 @@ the revocation itself. The revoking worker does not wait for its own copy: it fo
 party's next request in between).
 
 Not used with a Redis Cluster (every lookup reads): a PUBLISH reaches the subscribers of other nodes through the
-cluster bus, measured up to ~40 ms after the writer's answer. With a plain server or a Sentinel-watched master,
+cluster bus, possibly after the writer has its answer. With a plain server or a Sentinel-watched master,
 subscribers and writer are on the same server.
 
 Nothing is remembered unless the subscription is up and was up before the key was looked up: a broken

@@ -190,7 +190,7 @@ class RedisStore:
         self._client_lock = threading.Lock()
         self.announcements = prefix + ANNOUNCEMENTS
         # Not in a Cluster: there an announcement reaches a worker subscribed on another node through the cluster
-        # bus, after the writer already has its answer (measured: up to ~40 ms later), so every lookup asks.
+        # bus, possibly after the writer already has its answer, so every lookup asks.
         self.absences = AbsenceMemory(self._subscribe_to_announcements) if self.target.kind != "cluster" else None
 
     @property

@@ -30,8 +30,8 @@ _WTFORMS_CATALOGUES: dict[str, Translations] = {}
 
 def wtforms_catalogue() -> Translations | None:
     """WTForms' messages in the reader's language. Flask-WTF loads them from the .mo file again on every request
-    that builds a form (it keeps them on the request only), about 0.3 ms a page; the languages are the few we
-    speak (idp.i18n.select_locale), so one copy of each is kept."""
+    that builds a form (it keeps them on the request only); the languages are the few we speak
+    (idp.i18n.select_locale), so one copy of each is kept."""
     if not current_app.config.get("WTF_I18N_ENABLED", True):
         return None
     language = str(get_locale())
