@@ -13,10 +13,8 @@ from .. import totp
 from ..auth.flow import captcha_due, send_notice, shown_with_captcha_if_due
 from ..auth.password_login import check_password_attempt
 from ..passwords import hash_password
-from ..rules import InvalidInput
-from ..rules.password import check_password
 from ..store import audit, commit
-from ..web.forms import ButtonForm, ChangePasswordForm, TotpDisableForm, TotpEnableForm, rule_message
+from ..web.forms import ButtonForm, ChangePasswordForm, TotpDisableForm, TotpEnableForm, password_refusal
 from ..web.login_state import end_other_sessions, notify_sessions_ended
 from .blueprint import bp, confirm_first, confirm_url, fresh_login, login_required
 
@@ -34,12 +32,11 @@ def change_password() -> Response | str:
             form.current_password.errors = [error or gettext("The password is not correct.")]
             form = shown_with_captcha_if_due(form, national_code=user.national_code)
         else:
-            try:
-                check_password(
-                    form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
-                )
-            except InvalidInput as problem:
-                form.password.errors = [rule_message(problem.reason)]
+            refusal = password_refusal(
+                form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
+            )
+            if refusal is not None:
+                form.password.errors = [refusal]
             else:
                 user.password_hash = hash_password(form.password.data)
                 ended = end_other_sessions(user, keep=g.login, reason="password_changed")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Response, redirect, render_template, request, session, url_for
+from flask import Response, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 
@@ -26,7 +26,7 @@ from ..store.clients import get_client
 from ..store.models import Client, User
 from ..store.users import find_user_by_national_code
 from ..web.captcha import captcha_enabled
-from ..web.forms import WithCaptcha, with_captcha
+from ..web.forms import ButtonForm, WithCaptcha, with_captcha
 from ..web.login_state import current_user
 from . import throttle
 
@@ -218,6 +218,23 @@ def national_code_step(
             form.national_code.errors = [code_not_sent_message(error)]
     form.tx.data = pending.id if pending else ""
     return render_template(template, form=form, client=client_of(pending), pending=pending)
+
+
+def national_code_resend(
+    *, purpose: str, flow: str, pending: PendingAuthorization | None, start_endpoint: str, next_endpoint: str
+) -> Response:
+    """ "Send the code again" of SMS login and password recovery: a new code to the account's mobile of the national
+    code step one took (or the same answer and limits without an account), then back to ``next_endpoint``."""
+    state = recall(flow)
+    if state is None or not ButtonForm().validate_on_submit():
+        return redirect(with_tx(start_endpoint, pending))
+    user = find_user_by_national_code(state["national_code"])
+    try:
+        send_code_for_account(purpose, user, state["national_code"], captcha_solved=False)
+        flash(gettext("If the national code has an account, a new code was sent to its mobile."), "info")
+    except CodeNotSent as error:
+        flash(code_not_sent_message(error), "error")
+    return redirect(with_tx(next_endpoint, pending), 303)
 
 
 def passkey_refused_message(refused: PasskeyRefused) -> str:

@@ -21,13 +21,11 @@ from .. import clock, passkeys
 from ..passwords import hash_password
 from ..provider import current_provider
 from ..rate_limits import limited
-from ..rules import InvalidInput
-from ..rules.password import check_password
 from ..store import audit, commit
 from ..store.models import User
 from ..store.passkeys import has_passkeys
 from ..store.users import get_user, set_password_hash
-from ..web.forms import NewPasswordForm, PasskeyForm, rule_message
+from ..web.forms import NewPasswordForm, PasskeyForm, password_refusal
 from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
 from . import throttle
 from .blueprint import bp
@@ -82,12 +80,11 @@ def reset_password_with_passkey(pending: PendingAuthorization | None) -> Respons
         return redirect(with_tx("auth.recover_with_passkey", pending))
     form = NewPasswordForm()
     if form.validate_on_submit():
-        try:
-            check_password(
-                form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
-            )
-        except InvalidInput as error:
-            form.password.errors = [rule_message(error.reason)]
+        refusal = password_refusal(
+            form.password.data, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate
+        )
+        if refusal is not None:
+            form.password.errors = [refusal]
         else:
             set_password_hash(user, hash_password(form.password.data))
             ended = end_other_sessions(user, keep=None, reason="password_reset")

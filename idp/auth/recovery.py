@@ -23,21 +23,25 @@ log.
 
 from __future__ import annotations
 
-from flask import Response, flash, make_response, redirect, render_template, request
+from flask import Response, make_response, redirect, render_template, request
 from flask_babel import gettext
 
 from .. import clock
-from ..otp import CodeNotSent, claim_code
+from ..otp import claim_code
 from ..passwords import hash_password
 from ..provider import current_provider
 from ..rate_limits import charge_all, limited
-from ..rules import InvalidInput
-from ..rules.password import check_password
 from ..security import sha256_hex
 from ..store import audit, commit
 from ..store.models import User
 from ..store.users import find_user_by_national_code, set_password_hash
-from ..web.forms import ButtonForm, ForgotStartForm, ResetPasswordForm, ResetSecondFactorForm, rule_message
+from ..web.forms import (
+    ButtonForm,
+    ForgotStartForm,
+    ResetPasswordForm,
+    ResetSecondFactorForm,
+    password_refusal,
+)
 from ..web.login_state import end_other_sessions, log_in, notify_sessions_ended
 from . import throttle
 from .blueprint import bp
@@ -46,15 +50,14 @@ from .flow import (
     captcha_due,
     check_code_attempt,
     client_of,
-    code_not_sent_message,
     code_target,
     done,
     for_pending_authorization,
     forget,
+    national_code_resend,
     national_code_step,
     recall,
     remember,
-    send_code_for_account,
     shown_with_captcha_if_due,
     with_tx,
 )
@@ -142,10 +145,9 @@ def _verify_code(form: ResetPasswordForm, user: User | None, target: str, state:
 def _set_password(user: User, password: str, pending: PendingAuthorization | None) -> Response | str:
     """After the right code: the new password if the rules accept it (else their message), once the account's
     second factor, if it has one, is proved too."""
-    try:
-        check_password(password, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate)
-    except InvalidInput as error:
-        return rule_message(error.reason)
+    refusal = password_refusal(password, national_code=user.national_code, mobile=user.mobile, birthdate=user.birthdate)
+    if refusal is not None:
+        return refusal
     password_hash = hash_password(password)
     factors = enrolled_second_factors(user)
     if "otp" not in factors:
@@ -209,14 +211,11 @@ def _finish(user: User, password_hash: str, amr: list[str], pending: PendingAuth
 
 @bp.post("/password/reset/resend")
 @for_pending_authorization
-def reset_password_resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
-    state = recall(FLOW)
-    if state is None or not ButtonForm().validate_on_submit():
-        return redirect(with_tx("auth.forgot_password", pending))
-    user = find_user_by_national_code(state["national_code"])
-    try:
-        send_code_for_account("reset", user, state["national_code"], captcha_solved=False)
-        flash(gettext("If the national code has an account, a new code was sent to its mobile."), "info")
-    except CodeNotSent as error:
-        flash(code_not_sent_message(error), "error")
-    return redirect(with_tx("auth.reset_password", pending), 303)
+def reset_password_resend(pending: PendingAuthorization | None) -> Response:
+    return national_code_resend(
+        purpose="reset",
+        flow=FLOW,
+        pending=pending,
+        start_endpoint="auth.forgot_password",
+        next_endpoint="auth.reset_password",
+    )

@@ -8,10 +8,9 @@ for a CAPTCHA and spaces the checks.
 
 from __future__ import annotations
 
-from flask import Response, flash, redirect, render_template
+from flask import Response, redirect, render_template
 from flask_babel import gettext
 
-from ..otp import CodeNotSent
 from ..store.users import find_user_by_national_code
 from ..web.forms import ButtonForm, CodeForm, OtpLoginStartForm
 from ..web.login_state import log_in
@@ -21,14 +20,13 @@ from .flow import (
     captcha_due,
     check_code_attempt,
     client_of,
-    code_not_sent_message,
     code_target,
     done,
     for_pending_authorization,
     forget,
+    national_code_resend,
     national_code_step,
     recall,
-    send_code_for_account,
     shown_with_captcha_if_due,
     with_tx,
 )
@@ -74,14 +72,11 @@ def sms_login_verify(pending: PendingAuthorization | None) -> Response | tuple[s
 
 @bp.post("/login/sms/resend")
 @for_pending_authorization
-def sms_login_resend(pending: PendingAuthorization | None) -> Response | tuple[str, int] | str:
-    state = recall(FLOW)
-    if state is None or not ButtonForm().validate_on_submit():
-        return redirect(with_tx("auth.sms_login_start", pending))
-    user = find_user_by_national_code(state["national_code"])
-    try:
-        send_code_for_account("login", user, state["national_code"], captcha_solved=False)
-        flash(gettext("If the national code has an account, a new code was sent to its mobile."), "info")
-    except CodeNotSent as error:
-        flash(code_not_sent_message(error), "error")
-    return redirect(with_tx("auth.sms_login_verify", pending), 303)
+def sms_login_resend(pending: PendingAuthorization | None) -> Response:
+    return national_code_resend(
+        purpose="login",
+        flow=FLOW,
+        pending=pending,
+        start_endpoint="auth.sms_login_start",
+        next_endpoint="auth.sms_login_verify",
+    )

@@ -40,10 +40,9 @@ from ..passwords import hash_password
 from ..provider import current_provider
 from ..rules import InvalidInput
 from ..rules.birthdate import jalali_to_gregorian
-from ..rules.password import check_password
 from ..store import audit, commit, rollback
 from ..store.users import DuplicateNationalCode, create_user, find_user_by_national_code
-from ..web.forms import ButtonForm, RegisterDetailsForm, RegisterStartForm, rule_message
+from ..web.forms import ButtonForm, RegisterDetailsForm, RegisterStartForm, password_refusal, rule_message
 from ..web.login_state import log_in
 
 bp = Blueprint("signup", __name__)
@@ -104,10 +103,9 @@ def _register(form: RegisterDetailsForm, mobile: str):
         form.birth_day.errors = [rule_message(error.reason)]
         return None
     national_code = form.national_code.data
-    try:
-        check_password(form.password.data, national_code=national_code, mobile=mobile, birthdate=birthdate)
-    except InvalidInput as error:
-        form.password.errors = [rule_message(error.reason)]
+    refusal = password_refusal(form.password.data, national_code=national_code, mobile=mobile, birthdate=birthdate)
+    if refusal is not None:
+        form.password.errors = [refusal]
         return None
     # The code first: without it nobody learns anything from the registry through this page.
     error = check_code_attempt("register", mobile, form.code.data, form.shows_captcha, use_up=False)

@@ -4,6 +4,7 @@ Arabic-Indic; code fields carry ``autocomplete="one-time-code"`` and ``inputmode
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..rules.digits import to_ascii_digits
 from ..rules.email import normalize_email
 from ..rules.mobile import normalize_mobile
 from ..rules.national_code import normalize_national_code
+from ..rules.password import check_password
 from ..rules.postal_code import normalize_postal_code
 from .captcha import captcha_enabled, check_answer
 
@@ -75,6 +77,16 @@ RULE_MESSAGES = {
 
 def rule_message(reason: str) -> str:
     return str(RULE_MESSAGES[reason])
+
+
+def password_refusal(password: str, *, national_code: str, mobile: str, birthdate: dt.date) -> str | None:
+    """Why the password rules (idp.rules.password) refuse ``password`` for this person, in words; None when
+    they accept it."""
+    try:
+        check_password(password, national_code=national_code, mobile=mobile, birthdate=birthdate)
+    except InvalidInput as error:
+        return rule_message(error.reason)
+    return None
 
 
 def ascii_digits(value: Any) -> Any:
