@@ -384,7 +384,7 @@ class DisclosureFilterForm(Form):
     period = SelectField(
         _l("Period"),
         choices=[
-            SelectChoice("all", _l("All the time kept")),
+            SelectChoice("all", _l("Any time")),
             SelectChoice("30d", _l("The last 30 days")),
             SelectChoice("1y", _l("The last year")),
         ],
