@@ -116,9 +116,12 @@ def test_introspection_reads_once_outside_a_transaction(app, client, rp_client, 
     with statements_run(app) as log:
         response = introspect(client, rp_client, tokens[which])
     assert response.get_json()["active"] is True
-    assert log.kinds == ["SELECT", "INSERT", "COMMIT"], log.entries
     if log.dialect == "postgresql":
+        # Each committed as it ran: no BEGIN, and no session commit after them (it would send nothing).
+        assert log.kinds == ["SELECT", "INSERT"], log.entries
         assert log.autocommit == [True, True], "the read or the write ran inside a transaction"
+    else:
+        assert log.kinds == ["SELECT", "INSERT", "COMMIT"], log.entries
 
 
 REVOCATIONS = {

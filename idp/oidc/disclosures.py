@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..scopes import all_claims
-from ..store import commit, read_outside_a_transaction
+from ..store import commit_written, read_outside_a_transaction
 from ..store.disclosures import Release, record_under_grant
 from ..store.models import Client
 
@@ -59,5 +59,5 @@ def record_before_answering(release: Release, grant_id: str) -> bool:
     deleted since it was read): the caller then releases nothing. A database failure raises (the answer is 503)."""
     read_outside_a_transaction()
     recorded = record_under_grant(release, grant_id)
-    commit()
+    commit_written()
     return recorded
