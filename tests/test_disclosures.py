@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from sqlalchemy import select
+from sqlalchemy import MetaData, Table, select
 
 from idp import clock, totp
 from idp.config import ConfigError, load_config
@@ -30,8 +30,7 @@ from idp.rules.digits import to_persian_digits
 from idp.rules.mobile import national_format
 from idp.store import commit
 from idp.store.clients import delete_client, get_client
-from idp.store.disclosures import Release
-from idp.store.models import Disclosure, Grant, User
+from idp.store.models import Grant, User
 from idp.store.passkeys import add_passkey
 
 from .helpers import (
@@ -58,10 +57,15 @@ TEHRAN_OFFSET = dt.timedelta(hours=3, minutes=30)
 # -- helpers ---------------------------------------------------------------------------------------------------
 
 
+def ledger_table() -> Table:
+    """The ledger's table as the database has it (every column it holds), times naive UTC."""
+    return Table("disclosures", MetaData(), autoload_with=db.engine)
+
+
 def ledger(app: Flask) -> list[dict[str, Any]]:
     """Every row of the ledger's table, every column, in the order written."""
     with app.app_context():
-        table = Disclosure.__table__
+        table = ledger_table()
         rows = [dict(row._mapping) for row in db.session.execute(select(table).order_by(table.c.id))]
         db.session.remove()
     return rows
@@ -123,16 +127,22 @@ def session_of_grant(app: Flask, grant_id: str) -> str:
 def write_rows(app: Flask, user_id: str, client_id: str, count: int, at: dt.datetime, **changes: Any) -> None:
     """``count`` ledger rows of distinct sessions, the n-th a minute after ``at`` (for pages of many lines)."""
     with app.app_context():
+        table = ledger_table()
         for n in range(count):
-            release = Release(
-                client_id=client_id,
-                purpose=changes.get("purpose", "userinfo"),
-                claims=changes.get("claims", ("sub", "name")),
-                national_id=changes.get("national_id", False),
-                verified_claims=False,
-            )
-            moment = at + dt.timedelta(minutes=n)
-            db.session.execute(Disclosure.__table__.insert(), release.row(user_id, f"session-{n}", moment))
+            moment = (at + dt.timedelta(minutes=n)).astimezone(dt.UTC).replace(tzinfo=None)
+            row = {
+                "user_id": user_id,
+                "client_id": client_id,
+                "session_id": f"session-{n}",
+                "purpose": changes.get("purpose", "userinfo"),
+                "claims": "sub name",
+                "national_id": False,
+                "verified_claims": False,
+                "count": 1,
+                "first_at": moment,
+                "last_at": moment,
+            }
+            db.session.execute(table.insert(), row)
         commit()
         db.session.remove()
 
@@ -522,6 +532,10 @@ def test_filters_by_app_and_by_period(app, user):
     html = page.get_data(as_text=True)
     assert 'id="client-error"' in html and 'id="period-error"' in html
     assert len(LedgerPage(html).rows) == 3  # every line, as without a filter
+    for kind in ("json", "csv"):
+        refused = browser.client.get(f"/account/disclosures.{kind}?period=forever")
+        assert refused.status_code == 400 and "Content-Disposition" not in refused.headers
+        assert "Not a valid choice" in refused.get_data(as_text=True)
 
 
 def test_pages_of_fifty_with_links_that_keep_the_filters(app, user, rp_client):

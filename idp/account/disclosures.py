@@ -110,10 +110,19 @@ def _view(row: Disclosure, names: dict[str, str]) -> dict[str, Any]:
     }
 
 
+class BadFilters(Exception):
+    """A download's filters are not ones the page offers (an edited address)."""
+
+    def __init__(self, form: DisclosureFilterForm) -> None:
+        super().__init__(" ".join(str(error) for errors in form.errors.values() for error in errors))
+
+
 def _download_rows(user_id: str) -> tuple[Filters, list[dict[str, Any]]]:
     """All the rows the page's filters choose (every page of them), as data with the claims' labels and the
-    purpose in the reader's language."""
-    _form, filters, _page, names = _read_filters(user_id)
+    purpose in the reader's language. Raises :class:`BadFilters`."""
+    form, filters, _page, names = _read_filters(user_id)
+    if form.errors:
+        raise BadFilters(form)
     records = []
     for row in ledger.disclosures(filters.query(user_id)):
         record = ledger.as_record(row, names.get(row.client_id))
@@ -129,6 +138,11 @@ def _attachment(body: str, mimetype: str, extension: str) -> Response:
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.errorhandler(BadFilters)
+def bad_filters(error: BadFilters) -> tuple[str, int]:
+    return render_template("error.html", message=str(error)), 400
 
 
 @bp.get("/account/disclosures.json")
