@@ -37,6 +37,7 @@ AUDIT_EVENTS = {
     "passkey.clone_warning": _l("Warning: a passkey's counter went backwards; it may have been copied"),
     "password.reset_held": _l("Password recovery by SMS started; it waits because the account has a passkey"),
     "password.reset_hold_cancelled": _l("A waiting password recovery was cancelled by a passkey login"),
+    "account.exported": _l("You downloaded all your data"),
     # Apps and the account.
     "consent.granted": _l("You allowed %(app)s to use your account"),
     "consent.denied": _l("You refused %(app)s access to your account"),
@@ -54,6 +55,7 @@ AUDIT_EVENTS = {
     "key.generated": _l("A signing key was made"),
     "key.rotated": _l("The signing key was replaced"),
     "key.retired": _l("A signing key was retired"),
+    "disclosures.pruned": _l("Old lines of the disclosure ledger were deleted"),
 }
 
 #: Shown for a row whose event has since been renamed or dropped from the table above.

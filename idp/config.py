@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 ENV_PREFIX = "IDP_"
 SUPPORTED_LOCALES = ("fa", "en")
 SIGNING_ALGORITHMS = ("RS256", "PS256", "ES256")
+LEDGER_RETENTION_MINIMUM = 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -194,6 +195,12 @@ class PasskeysConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    # Seconds a row of the disclosure ledger is kept after its last release; `idp audit prune` deletes older ones.
+    ledger_retention: int = 2 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class SupportConfig:
     phone: str = ""
     email: str = ""
@@ -228,6 +235,7 @@ class Config:
     otp: OtpConfig = field(default_factory=OtpConfig)
     login: LoginConfig = field(default_factory=LoginConfig)
     passkeys: PasskeysConfig = field(default_factory=PasskeysConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     support: SupportConfig = field(default_factory=SupportConfig)
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
 
@@ -373,6 +381,9 @@ def validate(config: Config) -> None:
     for key in ("sms_recovery_delay", "sms_recovery_window"):
         if getattr(config.passkeys, key) < 1:
             raise ConfigError(f"passkeys.{key}", "must be at least 1 second")
+    if config.privacy.ledger_retention < LEDGER_RETENTION_MINIMUM:
+        # The ledger is pruned at most once a day: a shorter time could not be kept to.
+        raise ConfigError("privacy.ledger_retention", f"must be at least one day ({LEDGER_RETENTION_MINIMUM} seconds)")
     for key in ("id_token_alg", "access_token_alg"):
         alg = getattr(config.keys, key)
         if alg not in SIGNING_ALGORITHMS:

@@ -97,6 +97,21 @@ def format_moment(value: dt.datetime | None) -> str:
     return f"{format_date(local.date())}، {to_persian_digits(local.strftime('%H:%M'))}"
 
 
+#: Monday first, as Python counts the days of the week (not strftime's %A, which follows the process's locale).
+_WEEKDAYS_FA = ("دوشنبه", "سه‌شنبه", "چهارشنبه", "پنجشنبه", "جمعه", "شنبه", "یکشنبه")
+_WEEKDAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def format_moment_with_weekday(value: dt.datetime | None) -> str:
+    """:func:`format_moment` with the day of the week first: "سه‌شنبه ۱۸ آذر ۱۴۰۵، ۱۰:۳۰", "Tuesday 2026-12-09 10:30"."""
+    if value is None:
+        return ""
+    local = value.astimezone(TEHRAN)
+    if not is_rtl():
+        return f"{_WEEKDAYS_EN[local.weekday()]} {format_moment(value)}"
+    return f"{_WEEKDAYS_FA[local.weekday()]} {format_moment(value)}"
+
+
 def compile_translations(directory: Path = TRANSLATIONS_DIR) -> None:
     """Compile each ``messages.po`` whose ``.mo`` is missing or older, so a fresh clone needs no extra step.
 
@@ -125,6 +140,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["date"] = format_date
     app.jinja_env.filters["claim_label"] = claim_label
     app.jinja_env.filters["when"] = format_moment
+    app.jinja_env.filters["when_with_weekday"] = format_moment_with_weekday
     app.jinja_env.filters["mobile"] = display_mobile
     app.jinja_env.filters["isolate"] = isolate
 

@@ -266,6 +266,10 @@ ACCOUNT_PAGES = [
     "/account/sessions",
     "/account/apps",
     "/account/activity",
+    "/account/disclosures",
+    "/account/disclosures.json",
+    "/account/disclosures.csv",
+    "/account/export",
 ]
 
 ACCOUNT_POSTS = [

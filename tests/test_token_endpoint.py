@@ -778,9 +778,9 @@ def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_ans
     app, client, issuer, user, refresh_token
 ):
     """Guards the benchmark target "whole code flow with a password" (issue 20). The exchange reads the user, makes
-    the whole answer (ID token included), then writes the grant, its first refresh token and the token.issued
-    row: one statement on PostgreSQL (three inserts on SQLite) in one transaction, committed last. Statements, not
-    time: every code flow of every relying party pays for them."""
+    the whole answer (ID token included), then writes the grant, its first refresh token, the token.issued row and
+    the ledger's record of what the ID token released: one statement on PostgreSQL (four inserts on SQLite) in one
+    transaction, committed last. Statements, not time: every code flow of every relying party pays for them."""
     from sqlalchemy import func, select
 
     from idp.extensions import db
@@ -799,7 +799,7 @@ def test_a_code_exchange_writes_grant_token_and_audit_row_together_after_the_ans
     if log.dialect == "postgresql":
         assert seen[-2:] == writes == ["WITH", "COMMIT"], seen
     else:
-        assert seen[-len(writes) :] == writes == ["INSERT"] * (3 if refresh_token else 2) + ["COMMIT"], seen
+        assert seen[-len(writes) :] == writes == ["INSERT"] * (4 if refresh_token else 3) + ["COMMIT"], seen
     with app.app_context():
         grant = db.session.scalars(select(Grant).where(Grant.client_id == rp.client_id)).one()
         assert grant.user_id == user.id and grant.code_hash and grant.scope == answer["scope"]

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 from flask import Response, abort, flash, g, redirect, render_template, url_for
 from flask_babel import gettext
-from sqlalchemy import select
 
 from ..extensions import db
 from ..scopes import claims_for_scopes
 from ..store import audit, commit
 from ..store import grants as grant_store
 from ..store.clients import get_client
-from ..store.models import Consent
+from ..store.consents import consents_of
 from ..web.forms import ButtonForm
 from .blueprint import bp, login_required
-
-
-def _consents(user_id: str) -> list[Consent]:
-    return list(
-        db.session.scalars(select(Consent).where(Consent.user_id == user_id).order_by(Consent.updated_at.desc()))
-    )
 
 
 @bp.get("/account/apps")
 @login_required
 def apps() -> str:
     rows = []
-    for consent in _consents(g.login.user_id):
+    for consent in consents_of(g.login.user_id):
         client = get_client(consent.client_id)
         claims = [c for c in claims_for_scopes(consent.scope.split()) if c != "sub"] + list(consent.claims or [])
         rows.append({"consent": consent, "client": client, "claims": list(dict.fromkeys(claims))})
@@ -38,7 +31,7 @@ def apps() -> str:
 def revoke_app(client_id: str) -> Response:
     if not ButtonForm().validate_on_submit():
         abort(400)
-    consent = next((c for c in _consents(g.login.user_id) if c.client_id == client_id), None)
+    consent = next((c for c in consents_of(g.login.user_id) if c.client_id == client_id), None)
     if consent is None:
         abort(404)
     db.session.delete(consent)

@@ -20,12 +20,14 @@ import tempfile
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from ..config import generated_secrets
 from ..keys import ALGORITHMS
 from ..provider import current_provider
+from ..store import rollback
 from ..store.schema import schema_is_current
+from .audit import prune_ledger_if_due
 
 #: gunicorn's settings and hooks (the rest comes from the command line).
 GUNICORN_SETTINGS = "idp.cli.gunicorn_settings"
@@ -86,7 +88,22 @@ def _check_before_serving(workers: int | None) -> int:
         )
     for kid in ensure_signing_keys():
         click.echo(f"generated signing key {kid}")
+    _prune_ledger_if_due()
     return workers
+
+
+def _prune_ledger_if_due() -> None:
+    """The disclosure ledger's old rows, deleted at start-up at most once a day (``idp audit prune``). A failure
+    here does not stop the provider: the next start, or the command, prunes."""
+    try:
+        pruned = prune_ledger_if_due()
+    except SQLAlchemyError as error:
+        rollback()
+        click.echo(f"warning: the disclosure ledger could not be pruned ({error.__class__.__name__})", err=True)
+        return
+    if pruned is not None:
+        deleted, before = pruned
+        click.echo(f"pruned the disclosure ledger: {deleted} row(s) whose last release was before {before:%Y-%m-%d}")
 
 
 def server_environment(metrics_folder: str) -> dict[str, str]:

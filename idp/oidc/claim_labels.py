@@ -6,6 +6,8 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 
 CLAIM_LABELS = {
+    # The consent and connected-apps pages leave it out (every app gets one); the disclosure ledger lists it.
+    "sub": _l("An identifier of you made for this app"),
     "name": _l("Your full name"),
     "given_name": _l("Your first name"),
     "family_name": _l("Your last name"),

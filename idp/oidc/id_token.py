@@ -17,23 +17,27 @@ class OpenIDCode(oidc_grants.OpenIDCode):
         return False
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
-        return _id_token_for(token, request, nonce=request.authorization_code.get_nonce())
+        return _id_token_for(token, request, nonce=request.authorization_code.get_nonce(), purpose="login")
 
 
 class OpenIDRefresh(oidc_grants.OpenIDToken):
     """A fresh ID token on refresh: same ``sub``, ``aud`` and ``auth_time``, new ``iat``, no ``nonce``."""
 
     def encode_id_token(self, token: dict[str, Any], request: Any) -> str:
-        return _id_token_for(token, request, nonce=None)
+        return _id_token_for(token, request, nonce=None, purpose="refresh")
 
 
-def _id_token_for(token: dict[str, Any], request: Any, nonce: str | None) -> str:
-    """The ID token for a token response; the grant made or used for it is ``request.idp_grant``."""
-    return issue_id_token(
+def _id_token_for(token: dict[str, Any], request: Any, nonce: str | None, purpose: str) -> str:
+    """The ID token for a token response; the grant made or used for it is ``request.idp_grant``. What it releases
+    is left as ``request.idp_release`` for the grant to write with its rows (idp.store.disclosures)."""
+    issued = issue_id_token(
         client=request.client,
         user=request.user,
         grant=request.idp_grant,
         scope=token["scope"],
         nonce=nonce,
         access_token=token["access_token"],
+        purpose=purpose,
     )
+    request.idp_release = issued.release
+    return issued.jwt

@@ -21,9 +21,11 @@ from ..provider import current_provider
 from ..security import new_token
 from ..store import access_tokens, audit
 from ..store.clients import get_client
+from ..store.disclosures import Release
 from ..store.models import Client, Grant, User
 from . import dpop
 from .claims import released_claim_names, subject_for, user_claims
+from .disclosures import release_of
 from .fapi import client_profile
 from .resource_indicators import access_token_audience
 
@@ -196,6 +198,13 @@ def read_access_token(token: str, *, with_user: bool = True) -> AccessToken | No
     return AccessToken(claims=claims, client=client, revoked=state.revoked, grant=state.grant)
 
 
+@dataclass(frozen=True)
+class IssuedIdToken:
+    jwt: str
+    #: What it tells the client about the user, for the disclosure ledger (written with the token's grant rows).
+    release: Release
+
+
 def issue_id_token(
     *,
     client: Client,
@@ -204,14 +213,17 @@ def issue_id_token(
     scope: str,
     nonce: str | None,
     access_token: str | None,
-) -> str:
-    """An ID token (OpenID Connect Core section 2) for ``user`` at ``client``, about the login of ``grant``."""
+    purpose: str,
+) -> IssuedIdToken:
+    """An ID token (OpenID Connect Core section 2) for ``user`` at ``client``, about the login of ``grant``, issued
+    for ``purpose`` (``login`` or ``refresh``, as the ledger names it)."""
     provider = current_provider()
     alg = client.id_token_signed_response_alg
     now = clock.timestamp()
     scopes = scope.split()
     names = released_claim_names(scopes, grant.claims_request, "id_token", client)
     claims: dict[str, Any] = user_claims(user, client, names, grant.claims_request, "id_token")
+    release = release_of(claims, client, purpose)
     claims.update(
         {
             "iss": provider.issuer,
@@ -232,7 +244,7 @@ def issue_id_token(
         claims["nonce"] = nonce
     if access_token:
         claims["at_hash"] = create_half_hash(access_token, alg).decode("ascii")
-    return sign_jwt({"typ": "JWT"}, claims, alg)
+    return IssuedIdToken(sign_jwt({"typ": "JWT"}, claims, alg), release)
 
 
 def _epoch(moment: dt.datetime) -> int:

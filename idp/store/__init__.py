@@ -31,3 +31,13 @@ def read_outside_a_transaction() -> None:
     session = db.session()
     if db.engine.dialect.name == "postgresql" and not session.in_transaction():
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+def commit_written() -> None:
+    """Make what the request wrote durable: :func:`commit`, unless its statements ran outside a transaction
+    (:func:`read_outside_a_transaction`), where each was committed as it ran and the session's commit would run its
+    whole unit-of-work machinery for nothing."""
+    session = db.session()
+    if session.in_transaction() and session.connection().get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    commit()

@@ -66,3 +66,9 @@ def recent_events(
     if client_id:
         query = query.where(AuditEvent.client_id == client_id)
     return list(db.session.scalars(query))
+
+
+def events_about(user_id: str) -> list[AuditEvent]:
+    """Every event of the user's, the most recent first (for the account's data export)."""
+    query = select(AuditEvent).where(AuditEvent.user_id == user_id).order_by(AuditEvent.id.desc())
+    return list(db.session.scalars(query))

@@ -31,3 +31,10 @@ def record_consent(user_id: str, client_id: str, scopes: list[str], claims: list
     consent.claims = sorted(set(consent.claims or []) | set(claims))
     consent.updated_at = now
     return consent
+
+
+def consents_of(user_id: str) -> list[Consent]:
+    """The user's consents, the most recently changed first."""
+    return list(
+        db.session.scalars(select(Consent).where(Consent.user_id == user_id).order_by(Consent.updated_at.desc()))
+    )

@@ -13,25 +13,38 @@ from .. import clock
 from ..extensions import db
 from ..security import new_token, sha256_hex
 from .announcements import announce_at_commit
+from .disclosures import LEDGER, Release
 from .models import AuditEvent, Grant, RefreshToken
 from .write_groups import WriteGroup
 
 _grants, _refresh_tokens, _audit_events = Grant.__table__, RefreshToken.__table__, AuditEvent.__table__
 
-#: A new grant (the code exchange), with its first refresh token and its token.issued audit row.
+#: A new grant (the code exchange), with its first refresh token, its token.issued audit row and the ledger's
+#: record of what its ID token released.
 _NEW_GRANT = WriteGroup(
     insert(_grants).values({column.key: bindparam(column.key, type_=column.type) for column in _grants.c}),
     _refresh_tokens,
     _audit_events,
+    LEDGER,
 )
 #: A refresh token's rotation: marked rotated only if no use did so before (the condition decides between
-#: concurrent uses), with its successor and the token.issued audit row.
+#: concurrent uses), with its successor, the token.issued audit row and the ledger's record of the new ID token.
 _ROTATION = WriteGroup(
     update(_refresh_tokens)
     .where(_refresh_tokens.c.token_hash == bindparam("presented_hash"), _refresh_tokens.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now", type_=_refresh_tokens.c.rotated_at.type)),
     _refresh_tokens,
     _audit_events,
+    LEDGER,
+)
+#: A refresh token used again rather than rotated: its idle expiry moved on, with the token.issued audit row and
+#: the ledger's record of the new ID token.
+_EXTENSION = WriteGroup(
+    update(_refresh_tokens)
+    .where(_refresh_tokens.c.token_hash == bindparam("presented_hash"))
+    .values(expires_at=bindparam("expires_at", type_=_refresh_tokens.c.expires_at.type)),
+    _audit_events,
+    LEDGER,
 )
 _REVOKE_GRANT = (
     update(_grants)
@@ -84,13 +97,26 @@ def new_grant(
     )
 
 
-def write_new_grant(grant: Grant, first_refresh_token: NewRefreshToken | None, audit_row: dict[str, Any]) -> None:
-    """Write a grant made by :func:`new_grant`, its first refresh token (if any) and the audit row, all or nothing,
-    in the caller's transaction."""
+def write_new_grant(
+    grant: Grant,
+    first_refresh_token: NewRefreshToken | None,
+    audit_row: dict[str, Any],
+    release: Release | None,
+) -> None:
+    """Write a grant made by :func:`new_grant`, its first refresh token (if any), the audit row and the ledger's
+    record of ``release`` (what its ID token released, if one was issued), all or nothing, in the caller's
+    transaction."""
     values = {column.key: getattr(grant, column.key) for column in _grants.c}
     refresh_token_row = first_refresh_token.row() if first_refresh_token is not None else None
-    if not _NEW_GRANT.run(db.session.connection(), values, refresh_token_row, audit_row):
+    ledger_row = _ledger_row(release, grant)
+    if not _NEW_GRANT.run(db.session.connection(), values, refresh_token_row, audit_row, ledger_row):
         raise RuntimeError("the new grant was not written")  # cannot happen: an insert without conditions
+
+
+def _ledger_row(release: Release | None, grant: Grant) -> dict[str, Any] | None:
+    if release is None or grant.user_id is None:
+        return None
+    return release.row(grant.user_id, grant.session_id, clock.now())
 
 
 def is_grant_active(grant: Grant | None, now: dt.datetime | None = None) -> bool:
@@ -186,13 +212,13 @@ def new_refresh_token(grant: Grant, idle_ttl: int) -> NewRefreshToken:
     return NewRefreshToken(token=new_token(32), grant_id=grant.id, issued_at=now, expires_at=expires_at)
 
 
-def extend_refresh_token(row: RefreshToken, idle_ttl: int) -> None:
+def extend_refresh_token(row: RefreshToken, idle_ttl: int, audit_row: dict[str, Any], release: Release | None) -> bool:
     """Move the idle expiry of a refresh token that is used again rather than rotated (a FAPI 2.0 client's), never
-    past its family's end; written with the caller's commit."""
+    past its family's end, and write the ``token.issued`` audit row and the ledger's record of ``release``, all or
+    nothing, in the caller's transaction. False, writing nothing, when the token is gone (its account deleted)."""
     expires_at = min(clock.now() + dt.timedelta(seconds=idle_ttl), row.grant.expires_at)
-    db.session.execute(
-        update(RefreshToken).where(RefreshToken.token_hash == row.token_hash).values(expires_at=expires_at)
-    )
+    first = {"presented_hash": row.token_hash, "expires_at": expires_at}
+    return _EXTENSION.run(db.session.connection(), first, audit_row, _ledger_row(release, row.grant))
 
 
 def find_refresh_token(token: str) -> RefreshToken | None:
@@ -202,9 +228,14 @@ def find_refresh_token(token: str) -> RefreshToken | None:
     return db.session.scalar(_FIND_REFRESH_TOKEN, {"token_hash": sha256_hex(token)})
 
 
-def rotate_refresh_token(presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any]) -> bool:
-    """Mark ``presented`` rotated and write its ``successor`` and the ``token.issued`` audit row, all or nothing, in
-    the caller's transaction. False, writing nothing, when another use of the token rotated it since it was read
-    (on PostgreSQL this waits for that use's transaction: of concurrent uses exactly one rotates the token)."""
+def rotate_refresh_token(
+    presented: RefreshToken, successor: NewRefreshToken, audit_row: dict[str, Any], release: Release | None
+) -> bool:
+    """Mark ``presented`` rotated and write its ``successor``, the ``token.issued`` audit row and the ledger's
+    record of ``release`` (what the new ID token released, if one was issued), all or nothing, in the caller's
+    transaction. False, writing nothing, when another use of the token rotated it since it was read (on PostgreSQL
+    this waits for that use's transaction: of concurrent uses exactly one rotates the token)."""
     first = {"presented_hash": presented.token_hash, "now": clock.now()}
-    return _ROTATION.run(db.session.connection(), first, successor.row(), audit_row)
+    return _ROTATION.run(
+        db.session.connection(), first, successor.row(), audit_row, _ledger_row(release, presented.grant)
+    )

@@ -81,3 +81,12 @@ def live_sessions_of(user_id: str) -> list[UserSession]:
             .order_by(UserSession.last_seen_at.desc())
         )
     )
+
+
+def sessions_of(user_id: str) -> list[UserSession]:
+    """Every session of the user's, ended ones too, the most recent first."""
+    return list(
+        db.session.scalars(
+            select(UserSession).where(UserSession.user_id == user_id).order_by(UserSession.created_at.desc())
+        )
+    )

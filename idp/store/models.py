@@ -1,5 +1,6 @@
 """Long-lived records, in SQL: users, clients, consents, grants with their refresh tokens, revoked access
-tokens, login sessions, signing keys' metadata and the audit log. The same models run on SQLite and PostgreSQL.
+tokens, login sessions, signing keys' metadata, the audit log and the disclosure ledger. The same models run on
+SQLite and PostgreSQL.
 
 Secrets never appear here in clear: client secrets and refresh tokens are stored as SHA-256 hashes and
 passwords as Argon2id hashes.
@@ -358,3 +359,46 @@ class AuditEvent(db.Model):
     client_id: Mapped[str | None] = mapped_column(String(64))
     ip_address: Mapped[str | None] = mapped_column(String(45))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Disclosure(db.Model):
+    """A release of claims about a user to a client (the disclosure ledger, README "Your account"): the claims'
+    names, never their values.
+
+    Identical releases (the same user, client, session, purpose and claims) fold into one row: ``count`` of them,
+    the first at ``first_at``, the last at ``last_at`` (idp.store.disclosures).
+    """
+
+    __tablename__ = "disclosures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: Not a foreign key: the row outlives the client's registration (the page then says "a removed app").
+    client_id: Mapped[str] = mapped_column(String(64))
+    #: The login session the release was made under; empty when it had none.
+    session_id: Mapped[str] = mapped_column(String(43))
+    #: ``login`` (the code exchange's ID token), ``refresh`` (a refreshed ID token), ``userinfo``, ``introspection``.
+    purpose: Mapped[str] = mapped_column(String(16))
+    #: The released claims' names, space-separated, in one fixed order (idp.oidc.claims.release_of).
+    claims: Mapped[str] = mapped_column(String(400))
+    #: The national code was among them, as ``national_id`` or inside ``verified_claims``.
+    national_id: Mapped[bool] = mapped_column(Boolean)
+    #: ``verified_claims`` (the registry's checked identity) was among them.
+    verified_claims: Mapped[bool] = mapped_column(Boolean)
+    count: Mapped[int] = mapped_column(Integer)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (
+        Index("uq_disclosures_fold", "user_id", "client_id", "session_id", "purpose", "claims", unique=True),
+        Index("ix_disclosures_user_id_last_at", "user_id", "last_at"),
+    )
+
+
+class HousekeepingRun(db.Model):
+    """When a periodic task last ran: ``idp serve`` prunes the ledger at start-up at most once a day."""
+
+    __tablename__ = "housekeeping_runs"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ran_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -13,9 +13,18 @@ from flask import current_app
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import Field, HiddenField, PasswordField, StringField, TextAreaField
+from wtforms import (
+    Field,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.i18n import messages_path
-from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..rules import InvalidInput
 from ..rules.digits import to_ascii_digits
@@ -374,6 +383,26 @@ class PasskeyAddForm(PasskeyForm):
         validators=[Length(max=64, message=_l("At most 64 characters."))],
         render_kw={"maxlength": 64, "autocomplete": "off"},
     )
+
+
+class DisclosureFilterForm(Form):
+    """The disclosure ledger's filters and page, read from the address (a GET form, which changes nothing: no CSRF
+    token). The view sets the clients to choose from."""
+
+    class Meta:
+        csrf = False
+
+    client = SelectField(_l("App"), choices=[], default="")
+    period = SelectField(
+        _l("Period"),
+        choices=[
+            SelectChoice("all", _l("Any time")),
+            SelectChoice("30d", _l("The last 30 days")),
+            SelectChoice("1y", _l("The last year")),
+        ],
+        default="all",
+    )
+    page = IntegerField(validators=[Optional(), NumberRange(min=1, message=_l("There is no such page."))])
 
 
 class ButtonForm(Form):

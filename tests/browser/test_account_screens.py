@@ -2,7 +2,8 @@
 
 A person logs in, lets two apps use the account (one of them since removed), writes to support and logs in
 from a second device; then visits each page of the account, filling in the email, the address and the
-authenticator app on the way so that both the empty and the filled pages are seen. Each page is photographed
+authenticator app on the way so that both the empty and the filled pages are seen, and the disclosure ledger
+whole and filtered to one app. Each page is photographed
 into test-artifacts/screenshots/<lang>/<page>.png and checked (tests/browser/page_checks.py): the direction of
 the language, no raw message key shown to the reader, nothing wider than the screen.
 
@@ -62,9 +63,12 @@ ACCOUNT_PAGES = [
     ("two-factor-off", "/account/two-factor"),
     ("recovery-codes", "/account/two-factor"),
     ("two-factor-on", "/account/two-factor"),
+    ("passkeys", "/account/passkeys"),
     ("sessions", "/account/sessions"),
     ("apps", "/account/apps"),
     ("activity", "/account/activity"),
+    ("disclosures", "/account/disclosures"),
+    ("disclosures-one-app", "/account/disclosures"),
     ("support", "/support"),
     ("mobile-change", "/mobile/change"),
 ]
@@ -88,6 +92,10 @@ def test_raw_key_pattern(text: str, keys: list[str]) -> None:
     assert raw_keys(text) == keys
 
 
+#: Account addresses that download a file rather than show a page.
+DOWNLOADS = {"/account/export"}
+
+
 def test_every_account_page_is_seen(app: Flask) -> None:
     """Each page of the account (a GET under /account, the home and support; downloads are not pages) is in
     ACCOUNT_PAGES."""
@@ -98,6 +106,7 @@ def test_every_account_page_is_seen(app: Flask) -> None:
         if "GET" in rule.methods
         and (rule.rule.startswith("/account/") or rule.endpoint in {"account.home", "account.support"})
         and not rule.rule.endswith((".json", ".csv"))
+        and rule.rule not in DOWNLOADS
     }
     assert pages - seen == set(), "add these pages to ACCOUNT_PAGES"
 
@@ -234,6 +243,8 @@ def test_account_pages_on_a_phone(app: Flask, live_server: str, chromium: Any, l
         visit.see("recovery-codes")
         visit.open("/account/two-factor")
         visit.see("two-factor-on")
+        visit.open("/account/passkeys")
+        visit.see("passkeys")
         visit.open("/account/sessions")
         visit.see("sessions")
         assert FIREFOX_ON_ANDROID[locale] in visit.page.locator("ul.rows").inner_text()
@@ -243,6 +254,15 @@ def test_account_pages_on_a_phone(app: Flask, live_server: str, chromium: Any, l
         visit.see("activity")
         events = visit.page.locator("ul.events").inner_text()
         assert "سامانه فروش خودرو" in events and REMOVED_APP[locale] in events, events
+        visit.open("/account/disclosures")
+        visit.see("disclosures")
+        ledger = visit.page.locator("table.ledger").inner_text()
+        assert "سامانه فروش خودرو" in ledger and REMOVED_APP[locale] in ledger, ledger
+        visit.page.locator("#client").select_option(label="سامانه فروش خودرو")
+        visit.page.locator("#period").select_option("30d")
+        visit.press("#apply-filters")
+        visit.see("disclosures-one-app")
+        assert visit.page.locator("tr.disclosure").count() == 1
         visit.open("/support")
         visit.see("support")
         visit.open("/mobile/change")

@@ -1,6 +1,9 @@
 """Token introspection (RFC 7662), for authenticated clients only, about their own tokens.
 
 A client learns nothing about another client's token: it gets ``{"active": false}`` as for an unknown one.
+
+An answer about a user's token tells the client who the user is (``sub``): that release is written to the disclosure
+ledger before the answer is given (idp.oidc.disclosures).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ...store.models import Client, RefreshToken
 from ...store.users import get_user
 from .. import dpop
 from ..claims import subject_for
+from ..disclosures import introspection_release, record_before_answering
 from ..grants.client_methods import CONFIDENTIAL_METHODS
 from ..tokens import AccessToken, read_access_token
 
@@ -73,6 +77,9 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             }
             if bound:
                 answer["cnf"] = {"jkt": bound}
+            grant_id = claims.get("gid")  # none for a client's own token (client credentials): no person
+            if grant_id is not None and not record_before_answering(introspection_release(token.client), grant_id):
+                return {"active": False}  # its grant is gone (the account was deleted)
             return answer
         row = token.row
         grant = row.grant
@@ -89,5 +96,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             user = get_user(grant.user_id)
             client = get_client(grant.client_id)
             if user is not None and client is not None:
-                payload["sub"] = subject_for(user, client)
+                payload["sub"] = subject_for(user, client)  # before the commit, which expires what was read
+                if not record_before_answering(introspection_release(client), grant.id):
+                    return {"active": False}
         return payload

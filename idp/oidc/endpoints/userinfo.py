@@ -3,7 +3,9 @@
 
 A DPoP-bound access token comes as ``Authorization: DPoP <token>`` with a proof of its key over this request
 (RFC 9449 section 7); sent as a bearer token, it is refused (section 7.2). A token meant for other resource
-servers (RFC 8707) is not for userinfo."""
+servers (RFC 8707) is not for userinfo.
+
+What the answer releases is written to the disclosure ledger before it is given (idp.oidc.disclosures)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from flask import request as flask_request
 from ...provider import current_provider
 from .. import dpop, paths
 from ..claims import released_claim_names, user_claims
+from ..disclosures import record_before_answering, release_of
 from ..resource_indicators import audience_includes
 from ..tokens import AccessToken, read_access_token
 
@@ -126,7 +129,10 @@ class UserInfoEndpoint(_UserInfoEndpoint):
         client = token.get_client()
         claims_request = token.grant.claims_request
         names = released_claim_names(scope.split(), claims_request, "userinfo", client)
-        return UserInfo(user_claims(user, client, names, claims_request, "userinfo"))
+        claims = user_claims(user, client, names, claims_request, "userinfo")
+        if not record_before_answering(release_of(claims, client, "userinfo"), token.grant.id):
+            raise InvalidTokenError(realm=REALM)  # the account was deleted since its grant was read
+        return UserInfo(claims)
 
 
 __all__ = ["UserInfoEndpoint", "build_resource_protector"]

@@ -192,11 +192,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Make the whole answer (the ID token included, by Authlib's after-hook), then write the grant, its first
-        refresh token and the audit row together (idp.store.grants.write_new_grant), in the request's transaction,
-        which the token view commits: an answer that could not be made, or a worker killed before the commit,
-        leaves no grant for an answer nobody received."""
+        refresh token, the audit row and the ledger's record of what the ID token released together
+        (idp.store.grants.write_new_grant), in the request's transaction, which the token view commits: an answer
+        that could not be made, or a worker killed before the commit, leaves no grant for an answer nobody
+        received, and no release."""
         answer = super().create_token_response()
-        grant_store.write_new_grant(self.request.idp_grant, self._first_refresh_token, self._audit_row)
+        release = getattr(self.request, "idp_release", None)  # None without an ID token (no openid scope)
+        grant_store.write_new_grant(self.request.idp_grant, self._first_refresh_token, self._audit_row, release)
         audit.announce(self._audit_row)
         return answer
 

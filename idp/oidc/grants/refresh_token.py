@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     """Authlib's grant: the presented token is read with its grant and user and judged here
     (:meth:`authenticate_refresh_token`; Authlib checks the client and the scope), then the whole answer is made,
-    the ID token included, and only then is the token rotated, with its successor and the audit row
-    (:func:`grant_store.rotate_refresh_token`). The rotation is conditional on the token being unrotated: of two
-    uses that both read it unrotated, the first to write wins, and the other finds it rotated, a replay. Nothing is
-    written before the answer is made, so an answer that could not be made leaves the token usable.
+    the ID token included, and only then is the token rotated, with its successor, the audit row and the ledger's
+    record of what the new ID token released (:func:`grant_store.rotate_refresh_token`). The rotation is
+    conditional on the token being unrotated: of two uses that both read it unrotated, the first to write wins, and
+    the other finds it rotated, a replay. Nothing is written before the answer is made, so an answer that could not
+    be made leaves the token usable.
 
     The read and the write are each whole by themselves (on PostgreSQL the write is one statement), so they run
     outside a transaction there: no BEGIN and COMMIT around them, two round trips that would protect nothing.
@@ -96,12 +97,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         answer = super().create_token_response()  # the ID token included (Authlib's after-hook)
         presented: RefreshToken = self.request.refresh_token
+        release = getattr(self.request, "idp_release", None)  # what the new ID token released (the ledger's)
         if not self.rotates:
-            # Written with the request's commit, as the other grants' rows are.
-            grant_store.extend_refresh_token(presented, current_provider().config.tokens.refresh_token_idle_ttl)
-            audit.write(self._audit_row)
+            idle_ttl = current_provider().config.tokens.refresh_token_idle_ttl
+            if not grant_store.extend_refresh_token(presented, idle_ttl, self._audit_row, release):
+                raise InvalidGrantError("The refresh token is no longer valid.")  # its account was deleted since
+            audit.announce(self._audit_row)
             return answer
-        if not grant_store.rotate_refresh_token(presented, self._successor, self._audit_row):
+        if not grant_store.rotate_refresh_token(presented, self._successor, self._audit_row, release):
             # Another use rotated it since it was read: of the two, this one is the replay (RFC 9700 4.14.2).
             self._revoke_family(presented)
             raise InvalidGrantError("The refresh token was already used.")
