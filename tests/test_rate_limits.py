@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from idp import rate_limits
 from idp.provider import current_provider
 from idp.rate_limits import RateLimits, client_address
 
@@ -79,3 +80,36 @@ def test_a_refused_login_says_when_to_come_back(app_with):
     refused = login_attempt(client, user.national_code)
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "60"
+
+
+def _workers(app, count: int) -> list[RateLimits]:
+    """``count`` processes' counters over the app's store (one, for the in-process store, which is one process's)."""
+    provider = current_provider()
+    if not provider.store.shared_between_processes:
+        return [provider.rate_limits]
+    return [provider.rate_limits] + [
+        RateLimits(provider.store, provider.config.redis.key_prefix) for _ in range(count - 1)
+    ]
+
+
+@pytest.mark.parametrize("rate, allowed", [("5000 per minute", 5000), ("5003 per minute", 5003)])
+def test_reserved_parts_of_a_high_limit_admit_exactly_the_limit_together(app, monkeypatch, rate, allowed):
+    """Above a thousand per window a process reserves a thousandth at a time; the last reservation only partly fits
+    when the limit is not a multiple of it, and admits only what fits. Together no more than the limit."""
+    monkeypatch.setattr(rate_limits, "LEASE_SECONDS", 600.0)
+    with app.app_context():
+        workers = _workers(app, 3)
+        admitted = sum(workers[i % len(workers)].hit(rate, "token", "192.0.2.7") for i in range(allowed + 500))
+        assert admitted == allowed
+        # Used up for every process, a new one included, and only for this address.
+        assert not _workers(app, 2)[-1].hit(rate, "token", "192.0.2.7")
+        assert workers[0].hit(rate, "token", "192.0.2.8")
+
+
+def test_an_expired_reservation_is_dropped_not_used_later(app, monkeypatch):
+    # Reservations that expire at once: each admission reserves 5 and uses 1, so the store's count reaches the
+    # limit after a fifth of it. Refusing early is the price of never admitting more than the limit.
+    monkeypatch.setattr(rate_limits, "LEASE_SECONDS", 0.0)
+    with app.app_context():
+        worker = current_provider().rate_limits
+        assert sum(worker.hit("5000 per minute", "token", "192.0.2.7") for _ in range(1500)) == 1000
