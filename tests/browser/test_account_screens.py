@@ -36,6 +36,7 @@ from tests.helpers import (
     browser_for,
     create_test_client,
     create_test_user,
+    last_sms_code,
     pkce_pair,
     query_of,
 )
@@ -61,6 +62,7 @@ ACCOUNT_PAGES = [
     ("profile", "/"),
     ("password", "/account/password"),
     ("two-factor-off", "/account/two-factor"),
+    ("two-factor-confirmed", "/account/two-factor"),
     ("recovery-codes", "/account/two-factor"),
     ("two-factor-on", "/account/two-factor"),
     ("passkeys", "/account/passkeys"),
@@ -237,6 +239,11 @@ def test_account_pages_on_a_phone(app: Flask, live_server: str, chromium: Any, l
         visit.see("password")
         visit.open("/account/two-factor")
         visit.see("two-factor-off")
+        visit.press("#confirm-first")  # a password login is one factor: confirm with an SMS code first
+        visit.press("#send-code")
+        visit.fill({"code": last_sms_code(app, user.mobile, "step_up")})
+        visit.press('form[action*="/login/second-factor"] button[type="submit"].primary')
+        visit.see("two-factor-confirmed")
         secret = visit.page.locator("#totp-secret").inner_text().strip()
         visit.fill({"code": pyotp.TOTP(secret).now()})
         visit.press('form[action*="/account/two-factor"] button[type="submit"].primary')
