@@ -54,15 +54,17 @@ DPOP_SCENARIOS = {"refresh_dpop": "refresh", "userinfo_dpop": "userinfo"}
 #: More proofs per second of a DPoP run than any server here answers: each request takes a new one (a proof works
 #: once), made before the run so the load generator only sends them.
 PROOFS_PER_SECOND = 5000
-# Targets of issue 5 (one worker, one core, PostgreSQL + Redis), in operations per second.
-TARGETS = {
-    "discovery": 4000,
-    "jwks": 4000,
-    "client_credentials": 1000,
-    "refresh": 600,
-    "introspection": 2000,
-    "code_flow": 25,
+#: Targets (one worker, one core, PostgreSQL + Redis) as ratios to node-oidc-provider in the same run, since the
+#: machine's speed moves between runs; the code flow's is in flows per second.
+TARGET_RATIOS = {
+    "discovery": 1.5,
+    "jwks": 1.2,
+    "client_credentials": 0.5,
+    "refresh": 0.6,
+    "introspection": 0.6,
+    "userinfo": 0.5,
 }
+TARGET_RATES = {"code_flow": 25}
 HALF_PEAK = ["client_credentials", "refresh", "introspection"]
 HALF_P99_TARGET = 0.020
 RSS_TARGET_MB = 150
@@ -98,6 +100,18 @@ def ms(value: float | None) -> str:
 
 def cpu_ms(row: Row) -> str:
     return "–" if row.cpu is None else f"{row.cpu * 1000:.2f}"
+
+
+def peak_target(scenario: str, row: Row, ratio: float | None) -> tuple[str, str]:
+    """The target of a peak row and whether it is met: a ratio to node-oidc-provider, or a rate."""
+    if scenario in TARGET_RATIOS:
+        goal = TARGET_RATIOS[scenario]
+        met = "n/a" if ratio is None else ("yes" if ratio >= goal and not row.errors else "NO")
+        return f"≥ {goal:g}× node", met
+    if scenario in TARGET_RATES:
+        goal = TARGET_RATES[scenario]
+        return f"≥ {goal:,}/s", "yes" if (row.rate or 0) >= goal and not row.errors else "NO"
+    return "–", "–"
 
 
 def wrk_row(system: str, scenario: str, result: wrk.WrkResult, cpu: float | None) -> Row:
@@ -656,29 +670,25 @@ class Bench:
                     )
                     if row is None:
                         continue
+                    node = node_rows.get((scenario, mode))
+                    ratio = row.rate / node.rate if node and node.rate and row.rate else None
                     if mode == "peak":
-                        goal = TARGETS.get(scenario)
-                        target = f"≥ {goal:,}/s" if goal else "–"
-                        met = "–" if not goal else ("yes" if (row.rate or 0) >= goal and not row.errors else "NO")
+                        target, met = peak_target(scenario, row, ratio)
                     else:
                         target = f"p99 < {HALF_P99_TARGET * 1000:.0f} ms"
                         met = "yes" if row.p99 is not None and row.p99 < HALF_P99_TARGET and not row.errors else "NO"
                     if system != "postgres" and met != "–":
                         met += " (target is for PG+Redis)" if system == "sqlite" else ""
-                    node = node_rows.get((scenario, mode))
                     node_rate = (
                         "–" if "node" not in systems else ("n/a" if not node or not node.rate else f"{node.rate:,.0f}")
                     )
-                    ratio = "–"
-                    if node and node.rate and row.rate:
-                        ratio = f"{row.rate / node.rate:.2f}"
                     rate = "–" if row.rate is None else f"{row.rate:,.0f}"
                     if row.errors:
                         rate += f" ({row.errors} err)"
                     lines.append(
                         f"| {scenario} | {mode} | {system} | {rate} | {ms(row.p50)} | {ms(row.p99)} | {cpu_ms(row)} "
                         f"| {target} "
-                        f"| {met} | {node_rate} | {ratio} |"
+                        f"| {met} | {node_rate} | {'–' if ratio is None else f'{ratio:.2f}'} |"
                     )
         node_lines = [r for r in self.rows if r.system == "node"]
         if node_lines:
