@@ -35,9 +35,8 @@ GUNICORN_SETTINGS = "idp.cli.gunicorn_settings"
 #: Argon2's 19 MiB block (idp.passwords) must stay in the worker's heap between password checks: glibc maps a
 #: block that big on its own and unmaps it when freed, and every login would have the kernel fault in and zero its
 #: pages afresh. With both thresholds above the block (32 MiB is glibc's largest mmap threshold on 64-bit systems),
-#: it comes from the heap of the one thread that runs Argon2 and stays there. Two arenas instead of glibc's eight
-#: per core: the request threads take turns under the GIL anyway, and each arena of their own kept its own free pages.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=33554432:glibc.malloc.arena_max=2"
+#: it comes from the heap of the one thread that runs Argon2 and stays there.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=33554432"
 
 
 def default_workers() -> int:
