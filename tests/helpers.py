@@ -329,6 +329,22 @@ def exchange_code(client: FlaskClient, rp: ClientInfo, code: str, verifier: str,
     return client.post("/token", data=data, auth=auth)
 
 
+def code_flow_tokens(browser: Browser, rp: ClientInfo, user: UserInfo, scope: str = "openid profile") -> dict[str, Any]:
+    """A whole code flow in ``browser`` (login and consent as asked), then the code exchanged: the token response."""
+    code, verifier, _ = get_code(browser, rp, user, scope=scope)
+    response = exchange_code(browser.client, rp, code, verifier)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def refresh_grant(client: FlaskClient, rp: ClientInfo, refresh_token: str, **extra: str) -> Any:
+    """A refresh at the token endpoint, ``rp`` authenticating by its secret (or by its client_id if public)."""
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    if rp.client_secret:
+        return client.post("/token", data=data, auth=(rp.client_id, rp.client_secret))
+    return client.post("/token", data={**data, "client_id": rp.client_id})
+
+
 # -- text messages and the identity registry ------------------------------------------------------------
 
 

@@ -42,14 +42,14 @@ from .helpers import (
     add_registry_person,
     authorization_params,
     browser_for,
+    code_flow_tokens,
     create_test_client,
     create_test_user,
-    exchange_code,
     field_error,
     find_form,
-    get_code,
     parse_page,
     pkce_pair,
+    refresh_grant,
     registry_path,
 )
 
@@ -171,23 +171,8 @@ def redirect_path(response: Any) -> str:
     return urlsplit(response.location).path
 
 
-def tokens(browser: Browser, rp: ClientInfo, user: UserInfo, scope: str = "openid profile") -> dict[str, Any]:
-    code, verifier, _ = get_code(browser, rp, user, scope=scope)
-    response = exchange_code(browser.client, rp, code, verifier)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
-
-
-def refresh(client: FlaskClient, rp: ClientInfo, refresh_token: str) -> Any:
-    return client.post(
-        "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=(rp.client_id, rp.client_secret),
-    )
-
-
 def assert_refresh_refused(client: FlaskClient, rp: ClientInfo, refresh_token: str) -> None:
-    response = refresh(client, rp, refresh_token)
+    response = refresh_grant(client, rp, refresh_token)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.get_json()["error"] == "invalid_grant"
 
@@ -410,7 +395,7 @@ def test_refresh_from_registry_updates_changed_names_and_the_id_token_carries_th
     assert "علیرضا" in text_of(page)
     assert audit_events(app, user.id, "profile.refreshed_from_registry")
 
-    token = tokens(browser, rp_client, user, scope="openid profile national_id")
+    token = code_flow_tokens(browser, rp_client, user, scope="openid profile national_id")
     claims = id_token_claims(browser.client, token["id_token"])
     assert claims["given_name"] == "علیرضا"
     assert claims["family_name"] == "رضایی‌نژاد"
@@ -586,7 +571,7 @@ def test_email_scope_returns_the_verified_email_at_userinfo(app, user):
     [mail] = mail_outbox(app)
     _verify_email(browser, mail["code"])
 
-    token = tokens(browser, rp, user, scope="openid email")
+    token = code_flow_tokens(browser, rp, user, scope="openid email")
     response = userinfo(browser.client, token["access_token"])
     assert response.status_code == 200
     info = response.get_json()
@@ -663,7 +648,7 @@ def test_address_scope_returns_the_address_at_userinfo(app, user):
     rp = create_test_client(app, scope="openid address")
     browser = log_in(app, user)
     assert redirect_path(_save_address(browser, ADDRESS, "۱۳۴۵۶۷۸۹۱۰")) == "/"
-    token = tokens(browser, rp, user, scope="openid address")
+    token = code_flow_tokens(browser, rp, user, scope="openid address")
     response = userinfo(browser.client, token["access_token"])
     assert response.status_code == 200
     info = response.get_json()
@@ -697,8 +682,8 @@ def _password_works(app: Flask, user: UserInfo, password: str) -> bool:
 def test_password_change_ends_other_sessions_and_their_refresh_tokens(app, user, rp_client):
     mine = log_in(app, user, "Browser A")
     other = log_in(app, user, "Browser B")
-    my_tokens = tokens(mine, rp_client, user)
-    other_tokens = tokens(other, rp_client, user)
+    my_tokens = code_flow_tokens(mine, rp_client, user)
+    other_tokens = code_flow_tokens(other, rp_client, user)
 
     response = _change_password(mine, user.password, NEW_PASSWORD)
     assert redirect_path(response) == "/"
@@ -708,7 +693,7 @@ def test_password_change_ends_other_sessions_and_their_refresh_tokens(app, user,
     assert userinfo(other.client, other_tokens["access_token"]).status_code == 401
 
     assert not is_logged_out(mine)
-    assert refresh(mine.client, rp_client, my_tokens["refresh_token"]).status_code == 200
+    assert refresh_grant(mine.client, rp_client, my_tokens["refresh_token"]).status_code == 200
 
     [event] = audit_events(app, user.id, "password.changed")
     assert "password" not in json.dumps(event.detail).replace("password_changed", "")
@@ -825,8 +810,8 @@ def test_an_unknown_user_agent_is_an_unknown_device_shown_as_sent(app, user):
 def test_ending_another_session_logs_that_browser_out(app, user, rp_client):
     mine = log_in(app, user, "Browser A")
     other = log_in(app, user, "Browser B")
-    my_tokens = tokens(mine, rp_client, user)
-    other_tokens = tokens(other, rp_client, user)
+    my_tokens = code_flow_tokens(mine, rp_client, user)
+    other_tokens = code_flow_tokens(other, rp_client, user)
     other_id = session_id_of(app, user.id, "Browser B")
 
     response = _end_session(mine, other_id)
@@ -835,7 +820,7 @@ def test_ending_another_session_logs_that_browser_out(app, user, rp_client):
     assert is_logged_out(other)
     assert_refresh_refused(other.client, rp_client, other_tokens["refresh_token"])
     assert not is_logged_out(mine)
-    assert refresh(mine.client, rp_client, my_tokens["refresh_token"]).status_code == 200
+    assert refresh_grant(mine.client, rp_client, my_tokens["refresh_token"]).status_code == 200
     assert len(_session_rows(mine.get("/account/sessions"))) == 1
     assert audit_events(app, user.id, "session.ended")
 
@@ -852,8 +837,8 @@ def test_ending_the_current_session_from_the_list_logs_out(app, user):
 def test_log_out_everywhere_ends_every_session_including_this_one(app, user, rp_client):
     mine = log_in(app, user, "Browser A")
     other = log_in(app, user, "Browser B")
-    my_tokens = tokens(mine, rp_client, user)
-    other_tokens = tokens(other, rp_client, user)
+    my_tokens = code_flow_tokens(mine, rp_client, user)
+    other_tokens = code_flow_tokens(other, rp_client, user)
 
     token = csrf_token(mine, "/account/sessions")
     response = post_raw(mine, "/account/sessions/end-all", {"csrf_token": token})
@@ -898,7 +883,7 @@ def _app_rows(page: Any, client_id: str) -> list[dict[str, Any]]:
 
 def test_connected_apps_lists_a_consented_client_with_what_it_receives(app, user, rp_client):
     browser = log_in(app, user)
-    tokens(browser, rp_client, user, scope="openid profile national_id")
+    code_flow_tokens(browser, rp_client, user, scope="openid profile national_id")
     page = browser.get("/account/apps")
     assert page.status_code == 200
     [row] = _app_rows(page, rp_client.client_id)
@@ -913,7 +898,7 @@ def test_connected_apps_lists_a_consented_client_with_what_it_receives(app, user
 def test_connected_apps_of_another_user_are_not_listed(app, user, rp_client):
     stranger = other_user(app)
     theirs = log_in(app, stranger, "Browser C")
-    tokens(theirs, rp_client, stranger)
+    code_flow_tokens(theirs, rp_client, stranger)
     mine = log_in(app, user)
     page = mine.get("/account/apps")
     assert _app_rows(page, rp_client.client_id) == []
@@ -924,7 +909,7 @@ def test_connected_apps_of_another_user_are_not_listed(app, user, rp_client):
 
 def test_revoking_an_app_kills_its_tokens_and_asks_consent_again(app, user, rp_client):
     browser = log_in(app, user)
-    issued = tokens(browser, rp_client, user)
+    issued = code_flow_tokens(browser, rp_client, user)
     assert userinfo(browser.client, issued["access_token"]).status_code == 200
 
     token = csrf_token(browser, "/account/apps")
@@ -948,12 +933,12 @@ def test_revoking_an_app_kills_its_tokens_and_asks_consent_again(app, user, rp_c
 def test_revoking_one_app_leaves_the_others(app, user, rp_client):
     second = create_test_client(app, name="Second Portal")
     browser = log_in(app, user)
-    first_tokens = tokens(browser, rp_client, user)
-    second_tokens = tokens(browser, second, user)
+    first_tokens = code_flow_tokens(browser, rp_client, user)
+    second_tokens = code_flow_tokens(browser, second, user)
     token = csrf_token(browser, "/account/apps")
     post_raw(browser, f"/account/apps/{rp_client.client_id}/revoke", {"csrf_token": token})
     assert_refresh_refused(browser.client, rp_client, first_tokens["refresh_token"])
-    assert refresh(browser.client, second, second_tokens["refresh_token"]).status_code == 200
+    assert refresh_grant(browser.client, second, second_tokens["refresh_token"]).status_code == 200
     assert len(_app_rows(browser.get("/account/apps"), second.client_id)) == 1
 
 
@@ -1010,7 +995,7 @@ def test_activity_never_shows_another_users_events(app, user, rp_client):
     failed = new_browser(app, "Browser D")
     failed.login(failed.get("/login"), UserInfo(stranger.id, stranger.national_code, "wrong password!"))
     assert redirect_path(_change_password(theirs, stranger.password, NEW_PASSWORD)) == "/"
-    tokens(theirs, rp_client, UserInfo(stranger.id, stranger.national_code, NEW_PASSWORD))
+    code_flow_tokens(theirs, rp_client, UserInfo(stranger.id, stranger.national_code, NEW_PASSWORD))
     assert audit_events(app, stranger.id, "login.failed")
 
     mine = log_in(app, user)
@@ -1059,7 +1044,7 @@ def test_activity_describes_a_support_message_in_plain_words(app, user, language
 
 def test_activity_names_the_app_each_event_is_about(app, user, rp_client):
     browser = log_in(app, user)
-    tokens(browser, rp_client, user)
+    code_flow_tokens(browser, rp_client, user)
     text = text_of(browser.get("/account/activity"))
     assert "You allowed Test Portal to use your account" in text
     assert "Test Portal was given access to your account" in text
@@ -1074,7 +1059,7 @@ def test_activity_names_the_app_each_event_is_about(app, user, rp_client):
 
 def test_activity_says_a_removed_app_once_the_app_is_gone(app, user, rp_client):
     browser = log_in(app, user)
-    tokens(browser, rp_client, user)
+    code_flow_tokens(browser, rp_client, user)
     with app.app_context():
         delete_client(get_client(rp_client.client_id, fresh=True))
         commit()
@@ -1088,7 +1073,7 @@ def test_activity_says_a_removed_app_once_the_app_is_gone(app, user, rp_client):
 def test_activity_escapes_the_app_name(app, user):
     rp = create_test_client(app, name="<script>alert(1)</script> & Co")
     browser = log_in(app, user)
-    tokens(browser, rp, user)
+    code_flow_tokens(browser, rp, user)
     html = browser.get("/account/activity").get_data(as_text=True)
     assert "<script>alert(1)</script>" not in html
     assert '<bdi class="app-name">&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</bdi>' in html
@@ -1118,7 +1103,7 @@ def test_activity_escapes_the_app_name(app, user):
 def test_posts_without_a_valid_csrf_token_are_refused(app, user, rp_client, path, data, token):
     mine = log_in(app, user, "Browser A")
     other = log_in(app, user, "Browser B")
-    issued = tokens(mine, rp_client, user)
+    issued = code_flow_tokens(mine, rp_client, user)
     path = path.format(session=session_id_of(app, user.id, "Browser B"), client=rp_client.client_id)
     if token == "wrong":
         # A real token, but of another browser's session.
@@ -1127,7 +1112,7 @@ def test_posts_without_a_valid_csrf_token_are_refused(app, user, rp_client, path
     assert response.status_code == 400, (path, response.status_code)
     # Nothing happened.
     assert not is_logged_out(mine) and not is_logged_out(other)
-    assert refresh(mine.client, rp_client, issued["refresh_token"]).status_code == 200
+    assert refresh_grant(mine.client, rp_client, issued["refresh_token"]).status_code == 200
     stored = load_user(app, user.id)
     assert stored.email is None and stored.postal_code is None
     assert mail_outbox(app) == []

@@ -38,12 +38,14 @@ from .helpers import (
     ClientInfo,
     UserInfo,
     browser_for,
+    code_flow_tokens,
     create_test_client,
     create_test_user,
     exchange_code,
     get_code,
     grant_id_of,
     in_parallel,
+    refresh_grant,
     statements_run,
 )
 
@@ -82,22 +84,6 @@ def signed_in(app: Flask, rp: ClientInfo, user: UserInfo, scope: str = ALL_SCOPE
     response = exchange_code(browser.client, rp, code, verifier)
     assert response.status_code == 200, response.get_data(as_text=True)
     return {"browser": browser, **response.get_json()}
-
-
-def also_signed_in(browser: Browser, rp: ClientInfo, user: UserInfo, scope: str = ALL_SCOPES) -> dict[str, Any]:
-    """The same browser (its login) lets another client in."""
-    code, verifier, _ = get_code(browser, rp, user, scope=scope)
-    response = exchange_code(browser.client, rp, code, verifier)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
-
-
-def refresh(client: FlaskClient, rp: ClientInfo, refresh_token: str) -> Any:
-    return client.post(
-        "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=(rp.client_id, rp.client_secret),
-    )
 
 
 def userinfo(client: FlaskClient, access_token: str) -> Any:
@@ -245,14 +231,14 @@ def test_the_national_id_inside_verified_claims_alone_is_marked(app, user, rp_cl
 def test_a_refresh_adds_one_release_and_the_next_adds_one_to_its_count(app, user, rp_client):
     tokens = signed_in(app, rp_client, user)
     client = tokens["browser"].client
-    first = refresh(client, rp_client, tokens["refresh_token"])
+    first = refresh_grant(client, rp_client, tokens["refresh_token"])
     assert first.status_code == 200
     (row,) = of_purpose(app, "refresh")
     assert row["count"] == 1 and row["claims"] == ledger(app)[0]["claims"]
     assert sorted(row["claims"].split()) == about_the_person(id_token_claims(client, first.get_json()["id_token"]))
 
     clock.advance(600)  # the relying party refreshes every ten minutes
-    second = refresh(client, rp_client, first.get_json()["refresh_token"])
+    second = refresh_grant(client, rp_client, first.get_json()["refresh_token"])
     assert second.status_code == 200
     (folded,) = of_purpose(app, "refresh")
     assert folded["id"] == row["id"] and folded["count"] == 2
@@ -334,7 +320,7 @@ def test_failed_token_requests_add_nothing(app, user, rp_client):
     client = tokens["browser"].client
     before = ledger(app)
     bad_code = exchange_code(client, rp_client, "not-a-code", "a" * 43)
-    bad_refresh = refresh(client, rp_client, "not-a-refresh-token")
+    bad_refresh = refresh_grant(client, rp_client, "not-a-refresh-token")
     wrong_secret = client.post(
         "/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
@@ -344,10 +330,10 @@ def test_failed_token_requests_add_nothing(app, user, rp_client):
         assert response.status_code in (400, 401) and "id_token" not in response.get_json()
     assert ledger(app) == before
 
-    rotated = refresh(client, rp_client, tokens["refresh_token"])
+    rotated = refresh_grant(client, rp_client, tokens["refresh_token"])
     assert rotated.status_code == 200
     after_one = ledger(app)
-    replayed = refresh(client, rp_client, tokens["refresh_token"])  # rotated already: a replay, refused
+    replayed = refresh_grant(client, rp_client, tokens["refresh_token"])  # rotated already: a replay, refused
     assert replayed.status_code == 400
     assert ledger(app) == after_one
 
@@ -386,7 +372,7 @@ def test_claim_values_never_reach_the_ledger(app, rp_client):
     client = tokens["browser"].client
     released = userinfo(client, tokens["access_token"]).get_json()
     assert released["national_id"] == "0499370899" and released["email"] == "zahra.karimi@example.ir"
-    refreshed = refresh(client, rp, tokens["refresh_token"]).get_json()
+    refreshed = refresh_grant(client, rp, tokens["refresh_token"]).get_json()
     assert introspect(client, rp, refreshed["access_token"]).get_json()["active"] is True
 
     values = [
@@ -432,7 +418,7 @@ def test_the_page_lists_releases_newest_first_named_by_app_with_the_national_id_
     tokens = signed_in(app, carmaker, user)
     browser = tokens["browser"]
     clock.advance(60)
-    also_signed_in(browser, news, user, scope="openid profile")
+    code_flow_tokens(browser, news, user, scope="openid profile")
     clock.advance(60)
     assert userinfo(browser.client, tokens["access_token"]).status_code == 200
 
@@ -571,7 +557,7 @@ def test_the_downloads_hold_the_pages_rows(app, user):
     tokens = signed_in(app, carmaker, user)
     browser = tokens["browser"]
     clock.advance(60)
-    also_signed_in(browser, news, user, scope="openid profile")
+    code_flow_tokens(browser, news, user, scope="openid profile")
     assert userinfo(browser.client, tokens["access_token"]).status_code == 200
     page = ledger_page(browser)
 
@@ -723,9 +709,9 @@ def test_a_row_still_in_use_is_kept_whatever_its_first_release(app_with):
     tokens = signed_in(app, portal, person)
     client = tokens["browser"].client
     clock.advance(12 * 3600)
-    first = refresh(client, portal, tokens["refresh_token"])
+    first = refresh_grant(client, portal, tokens["refresh_token"])
     clock.advance(18 * 3600)
-    second = refresh(client, portal, first.get_json()["refresh_token"])
+    second = refresh_grant(client, portal, first.get_json()["refresh_token"])
     assert second.status_code == 200
     clock.advance(10 * 3600)  # the sign-in 40 hours ago, the first refresh 28, the last 10
     assert app.test_cli_runner().invoke(args=["audit", "prune"]).exit_code == 0

@@ -17,20 +17,15 @@ from idp.store.models import Grant
 from .helpers import (
     Browser,
     ClientInfo,
+    code_flow_tokens,
     create_test_client,
     deafen_announcements,
     exchange_code,
     get_code,
     grant_id_of,
+    refresh_grant,
     statements_run,
 )
-
-
-def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
-    code, verifier, _ = get_code(browser, rp, user, scope=scope)
-    response = exchange_code(browser.client, rp, code, verifier)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
 
 
 def introspect(client, rp: ClientInfo, token: str, hint: str | None = None):
@@ -38,14 +33,6 @@ def introspect(client, rp: ClientInfo, token: str, hint: str | None = None):
     if hint:
         data["token_type_hint"] = hint
     return client.post("/token/introspect", data=data, auth=(rp.client_id, rp.client_secret))
-
-
-def refresh(client, rp: ClientInfo, refresh_token: str):
-    return client.post(
-        "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=(rp.client_id, rp.client_secret),
-    )
 
 
 def id_token_sub(client, id_token: str) -> str:
@@ -66,7 +53,7 @@ def browser(client, issuer) -> Browser:
 
 @pytest.fixture
 def tokens(app, browser, user, rp_client) -> dict[str, Any]:
-    return sign_in(browser, rp_client, user)
+    return code_flow_tokens(browser, rp_client, user)
 
 
 # -- active tokens ------------------------------------------------------------------------------------
@@ -102,7 +89,7 @@ def test_active_refresh_token(app, client, issuer, user, rp_client, tokens):
 
 
 def test_refreshed_tokens_are_active(app, client, rp_client, tokens):
-    new = refresh(client, rp_client, tokens["refresh_token"]).get_json()
+    new = refresh_grant(client, rp_client, tokens["refresh_token"]).get_json()
     assert introspect(client, rp_client, new["access_token"]).get_json()["active"] is True
     assert introspect(client, rp_client, new["refresh_token"]).get_json()["active"] is True
 
@@ -199,7 +186,7 @@ def test_inactive_tokens(app, client, rp_client, tokens, case, which):
         )
         assert revoked.status_code == 200
     elif case == "rotated":
-        assert refresh(client, rp_client, token).status_code == 200
+        assert refresh_grant(client, rp_client, token).status_code == 200
     elif case == "expired":
         clock.advance(601)  # access_token_ttl is 600 s
     elif case == "unknown":

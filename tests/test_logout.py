@@ -20,23 +20,15 @@ from .helpers import (
     Browser,
     ClientInfo,
     authorization_params,
+    code_flow_tokens,
     create_test_client,
     create_test_user,
-    exchange_code,
     find_form,
-    get_code,
     pkce_pair,
     valid_national_code,
 )
 
 COOKIE = "hoviyat_session"
-
-
-def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
-    code, verifier, _ = get_code(browser, rp, user, scope=scope)
-    response = exchange_code(browser.client, rp, code, verifier)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
 
 
 def is_logged_in(client) -> bool:
@@ -81,7 +73,7 @@ def browser(client, issuer) -> Browser:
 
 @pytest.fixture
 def tokens(app, browser, user, rp_client) -> dict[str, Any]:
-    signed_in = sign_in(browser, rp_client, user)
+    signed_in = code_flow_tokens(browser, rp_client, user)
     assert is_logged_in(browser.client)
     return signed_in
 
@@ -92,7 +84,7 @@ def tokens(app, browser, user, rp_client) -> dict[str, Any]:
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_hint_and_registered_uri_redirect_with_state(app, client, browser, user, rp_client, tokens, method):
     other = create_test_client(app, name="Other Portal", redirect_uris=["https://other.example/cb"])
-    other_tokens = sign_in(browser, other, user)  # same provider session, another client
+    other_tokens = code_flow_tokens(browser, other, user)  # same provider session, another client
     response = logout(
         client,
         method,
@@ -223,7 +215,7 @@ def test_client_id_matching_hint_audience_is_accepted(app, client, rp_client, to
 def _other_user_tokens(app, rp_client) -> dict[str, Any]:
     """An attacker's own account, signed in at the same relying party from the attacker's own browser."""
     attacker = create_test_user(app, national_code=valid_national_code("001234568"), mobile="+989121234568")
-    return sign_in(Browser(app.test_client(), app.extensions["idp"].issuer), rp_client, attacker)
+    return code_flow_tokens(Browser(app.test_client(), app.extensions["idp"].issuer), rp_client, attacker)
 
 
 def assert_asked_and_nothing_ended(response, client, rp_client, tokens) -> None:
@@ -256,7 +248,7 @@ def test_another_users_id_token_as_hint_does_not_log_the_victim_out(app, client,
 def test_an_id_token_of_an_earlier_login_asks_before_ending_this_one(app, client, browser, user, rp_client, tokens):
     """The user's own ID token, but of a login that has ended since: this login is not the one it names."""
     logout(client, id_token_hint=tokens["id_token"])
-    newer = sign_in(browser, rp_client, user)
+    newer = code_flow_tokens(browser, rp_client, user)
     response = logout(client, id_token_hint=tokens["id_token"], post_logout_redirect_uri=POST_LOGOUT_URI)
     assert_asked_and_nothing_ended(response, client, rp_client, newer)
     # Confirming ends it and returns to the registered address.

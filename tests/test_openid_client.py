@@ -9,21 +9,16 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import pytest
 import requests
-from flask import Flask
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from werkzeug.serving import make_server
 
-from .helpers import REDIRECT_URI, UserInfo, create_test_user, find_form
+from .helpers import REDIRECT_URI, UserInfo, create_test_user, find_form, serve
 from .high_assurance import ClientKeys, fapi_client
 
 SCRIPT = Path(__file__).resolve().parent / "node" / "openid_client_rp.mjs"
@@ -43,19 +38,6 @@ def openid_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert installed.returncode == 0, f"npm install openid-client@6 failed: {installed.stderr[-2000:]}"
     shutil.copy(SCRIPT, folder / SCRIPT.name)
     return folder
-
-
-@contextmanager
-def served(app: Flask) -> Iterator[str]:
-    config = app.extensions["idp"].config
-    server = make_server("127.0.0.1", config.server.port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield config.server.issuer
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 def browse_to_callback(url: str, user: UserInfo) -> str:
@@ -128,7 +110,7 @@ def assert_logged_in(issuer: str, result: dict[str, Any]) -> None:
 def test_openid_client_logs_in_with_par_dpop_and_private_key_jwt(app, openid_client):
     rp, keys = fapi_client(app)
     user = create_test_user(app)
-    with served(app) as issuer:
+    with serve(app) as issuer:
         assert_logged_in(issuer, run_relying_party(openid_client, issuer, rp.client_id, keys, user))
 
 
@@ -136,5 +118,5 @@ def test_openid_client_follows_dpop_nonces(app_with, openid_client):
     app = app_with(oauth={"dpop_require_nonce": True})
     rp, keys = fapi_client(app)
     user = create_test_user(app)
-    with served(app) as issuer:
+    with serve(app) as issuer:
         assert_logged_in(issuer, run_relying_party(openid_client, issuer, rp.client_id, keys, user))

@@ -42,6 +42,7 @@ from .helpers import (
     parse_page,
     pkce_pair,
     query_of,
+    refresh_grant,
     sms_outbox,
     valid_national_code,
 )
@@ -110,14 +111,6 @@ def tokens_in_new_browser(app: Flask, rp: ClientInfo, user: UserInfo) -> tuple[B
     return browser, response.get_json()
 
 
-def refresh(client: Any, rp: ClientInfo, refresh_token: str) -> Any:
-    return client.post(
-        "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=(rp.client_id, rp.client_secret),
-    )
-
-
 # -- the whole recovery ------------------------------------------------------------------------------------
 
 
@@ -178,7 +171,7 @@ def test_recovery_ends_other_sessions_and_revokes_every_refresh_token(app, user,
 
     assert not is_logged_in(elsewhere)
     for rp, refresh_token in ((rp_client, token["refresh_token"]), (other_rp, other_token["refresh_token"])):
-        refused = refresh(elsewhere.client, rp, refresh_token)
+        refused = refresh_grant(elsewhere.client, rp, refresh_token)
         assert refused.status_code == 400, refused.get_json()
         assert refused.get_json()["error"] == "invalid_grant"
     info = elsewhere.client.get("/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
@@ -275,7 +268,7 @@ def other_session(app, user, rp_client) -> tuple[Browser, dict[str, Any]]:
 def assert_nothing_changed(app: Flask, user: UserInfo, rp: ClientInfo, other: tuple[Browser, dict[str, Any]]) -> None:
     browser, token = other
     assert is_logged_in(browser)
-    assert refresh(browser.client, rp, token["refresh_token"]).status_code == 200
+    assert refresh_grant(browser.client, rp, token["refresh_token"]).status_code == 200
     assert audit_events(app, "password.reset") == []
     assert can_log_in(app, user.national_code, user.password)
     assert not can_log_in(app, user.national_code, NEW_PASSWORD)

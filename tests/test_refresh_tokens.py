@@ -32,6 +32,7 @@ from .helpers import (
     exchange_code,
     get_code,
     grant_id_of,
+    refresh_grant,
     statements_run,
 )
 
@@ -51,15 +52,8 @@ def tokens_for(client: FlaskClient, issuer: str, rp: ClientInfo, user: UserInfo,
     return token
 
 
-def refresh(client: FlaskClient, rp: ClientInfo, refresh_token: str, **extra: str) -> Any:
-    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
-    if rp.client_secret:
-        return client.post("/token", data=data, auth=(rp.client_id, rp.client_secret))
-    return client.post("/token", data={**data, "client_id": rp.client_id})
-
-
 def refreshed(client: FlaskClient, rp: ClientInfo, refresh_token: str, **extra: str) -> dict[str, Any]:
-    response = refresh(client, rp, refresh_token, **extra)
+    response = refresh_grant(client, rp, refresh_token, **extra)
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
 
@@ -95,7 +89,7 @@ def decode(client: FlaskClient, token: str) -> jwt.Token:
 
 def test_each_refresh_rotates_both_tokens(app, client, issuer, user, rp_client):
     first = tokens_for(client, issuer, rp_client, user)
-    response = refresh(client, rp_client, first["refresh_token"])
+    response = refresh_grant(client, rp_client, first["refresh_token"])
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Pragma"] == "no-cache"
@@ -114,7 +108,7 @@ def test_each_refresh_rotates_both_tokens(app, client, issuer, user, rp_client):
     assert active(client, rp_client, first["refresh_token"]) is False
     assert active(client, rp_client, second["refresh_token"]) is False
     assert active(client, rp_client, third["refresh_token"]) is True
-    assert_refused(refresh(client, rp_client, second["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, second["refresh_token"]))
 
 
 def test_replayed_refresh_token_revokes_the_whole_family(app, client, issuer, user, rp_client):
@@ -125,29 +119,29 @@ def test_replayed_refresh_token_revokes_the_whole_family(app, client, issuer, us
     other = tokens_for(client, issuer, rp_client, user)
     assert userinfo(client, third["access_token"]).status_code == 200
 
-    assert_refused(refresh(client, rp_client, first["refresh_token"]))  # the stolen, already-rotated token
+    assert_refused(refresh_grant(client, rp_client, first["refresh_token"]))  # the stolen, already-rotated token
 
     # The legitimate client's newest refresh token and every access token of the family are dead too.
-    assert_refused(refresh(client, rp_client, third["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, third["refresh_token"]))
     for token in (first, second, third):
         assert userinfo(client, token["access_token"]).status_code == 401
         assert active(client, rp_client, token["access_token"]) is False
     assert active(client, rp_client, third["refresh_token"]) is False
     # ... but not another family.
     assert userinfo(client, other["access_token"]).status_code == 200
-    assert refresh(client, rp_client, other["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, other["refresh_token"]).status_code == 200
 
 
 def test_another_clients_refresh_token_is_refused_and_keeps_working(app, client, issuer, user, rp_client):
     intruder = create_test_client(app)
     token = tokens_for(client, issuer, rp_client, user)
 
-    assert_refused(refresh(client, intruder, token["refresh_token"]))
+    assert_refused(refresh_grant(client, intruder, token["refresh_token"]))
     public_intruder = create_test_client(app, token_endpoint_auth_method="none")
-    assert_refused(refresh(client, public_intruder, token["refresh_token"]))
+    assert_refused(refresh_grant(client, public_intruder, token["refresh_token"]))
 
     assert userinfo(client, token["access_token"]).status_code == 200
-    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, token["refresh_token"]).status_code == 200
 
 
 def test_failed_client_authentication_does_not_spend_the_refresh_token(app, client, issuer, user, rp_client):
@@ -155,7 +149,7 @@ def test_failed_client_authentication_does_not_spend_the_refresh_token(app, clie
     data = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
     assert_refused(client.post("/token", data=data, auth=(rp_client.client_id, "wrong")), "invalid_client")
     assert_refused(client.post("/token", data={**data, "client_id": rp_client.client_id}), "invalid_client")
-    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, token["refresh_token"]).status_code == 200
 
 
 def test_public_client_refreshes_with_its_client_id(app, client, issuer, user):
@@ -164,8 +158,8 @@ def test_public_client_refreshes_with_its_client_id(app, client, issuer, user):
     second = refreshed(client, public, first["refresh_token"])
     assert second["refresh_token"] != first["refresh_token"]
     assert userinfo(client, second["access_token"]).status_code == 200
-    assert_refused(refresh(client, public, first["refresh_token"]))
-    assert_refused(refresh(client, public, second["refresh_token"]))  # family revoked by the replay
+    assert_refused(refresh_grant(client, public, first["refresh_token"]))
+    assert_refused(refresh_grant(client, public, second["refresh_token"]))  # family revoked by the replay
 
 
 # -- lifetimes ----------------------------------------------------------------------------------------------
@@ -180,7 +174,7 @@ def test_family_dies_at_the_absolute_lifetime_even_when_used(app, client, issuer
         token = refreshed(client, rp_client, token["refresh_token"])
     # ... and no further: at day 30 it is over, though the token is only a day old.
     clock.advance(DAY + 60)
-    assert_refused(refresh(client, rp_client, token["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, token["refresh_token"]))
 
 
 @pytest.mark.parametrize(("idle", "works"), [(13 * DAY, True), (14 * DAY + 60, False), (29 * DAY, False)])
@@ -188,7 +182,7 @@ def test_refresh_token_expires_when_unused_for_14_days(app, client, issuer, user
     assert app.extensions["idp"].config.tokens.refresh_token_idle_ttl == 14 * DAY
     token = tokens_for(client, issuer, rp_client, user)
     clock.advance(idle)
-    response = refresh(client, rp_client, token["refresh_token"])
+    response = refresh_grant(client, rp_client, token["refresh_token"])
     if works:
         assert response.status_code == 200, response.get_data(as_text=True)
     else:
@@ -200,7 +194,7 @@ def test_idle_window_restarts_with_each_rotation(app, client, issuer, user, rp_c
     clock.advance(13 * DAY)
     token = refreshed(client, rp_client, token["refresh_token"])
     clock.advance(13 * DAY)  # 26 days after login, 13 after the last use
-    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, token["refresh_token"]).status_code == 200
 
 
 # -- scope ------------------------------------------------------------------------------------------------
@@ -237,9 +231,9 @@ def test_refresh_can_narrow_the_scope(app, client, issuer, user, rp_client):
 )
 def test_refresh_cannot_widen_the_scope(app, client, issuer, user, rp_client, scope):
     token = tokens_for(client, issuer, rp_client, user, scope="openid profile phone")
-    assert_refused(refresh(client, rp_client, token["refresh_token"], scope=scope), "invalid_scope")
+    assert_refused(refresh_grant(client, rp_client, token["refresh_token"], scope=scope), "invalid_scope")
     # Refused before anything was written: the token was not spent by the refused request.
-    assert refresh(client, rp_client, token["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, token["refresh_token"]).status_code == 200
     assert replay_events(app) == 0
 
 
@@ -309,7 +303,7 @@ def test_logout_at_the_provider_ends_the_sessions_refresh_tokens(app, client, is
         assert done.status_code == 302
         assert done.location == POST_LOGOUT_URI + "?state=bye"
 
-    assert_refused(refresh(client, rp_client, token["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, token["refresh_token"]))
     assert userinfo(client, token["access_token"]).status_code == 401
     assert active(client, rp_client, token["refresh_token"]) is False
 
@@ -364,11 +358,11 @@ def test_a_second_use_while_the_first_makes_its_answer_is_a_replay(app, client, 
     def id_token_while_another_use_arrives(**kwargs: Any) -> str:
         if not answers:  # the outer request, making its answer: the other use runs to its end
             answers.append(None)
-            answers.append(refresh(app.test_client(), rp_client, first["refresh_token"]))
+            answers.append(refresh_grant(app.test_client(), rp_client, first["refresh_token"]))
         return make_id_token(**kwargs)
 
     monkeypatch.setattr(id_token_module, "issue_id_token", id_token_while_another_use_arrives)
-    outer = refresh(client, rp_client, first["refresh_token"])
+    outer = refresh_grant(client, rp_client, first["refresh_token"])
     monkeypatch.undo()
 
     winners = [answer for answer in (outer, answers[1]) if answer.status_code == 200]
@@ -376,7 +370,7 @@ def test_a_second_use_while_the_first_makes_its_answer_is_a_replay(app, client, 
     assert_refused(answers[1] if winners[0] is outer else outer)
     assert issued_events(app, "refresh_token") == 1  # the replay wrote no token.issued (nor token)
     assert replay_events(app) == 1
-    assert_refused(refresh(client, rp_client, winners[0].get_json()["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, winners[0].get_json()["refresh_token"]))
     assert userinfo(client, winners[0].get_json()["access_token"]).status_code == 401
 
 
@@ -392,7 +386,7 @@ def test_uses_of_one_token_at_the_same_moment_leave_one_winner_and_revoke_the_fa
     def use() -> Any:
         own = app.test_client()
         start.wait()
-        return refresh(own, rp_client, first["refresh_token"])
+        return refresh_grant(own, rp_client, first["refresh_token"])
 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: use(), range(4)))
@@ -403,7 +397,7 @@ def test_uses_of_one_token_at_the_same_moment_leave_one_winner_and_revoke_the_fa
             assert_refused(answer)
     assert issued_events(app, "refresh_token") == 1
     assert replay_events(app) == 1
-    assert_refused(refresh(client, rp_client, winners[0].get_json()["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, winners[0].get_json()["refresh_token"]))
 
 
 def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
@@ -421,7 +415,7 @@ def test_a_refresh_whose_write_fails_leaves_the_presented_token_usable(
         )
 
     monkeypatch.setattr(grant_store, "rotate_refresh_token", database_gone)
-    failed = refresh(client, rp_client, first["refresh_token"])
+    failed = refresh_grant(client, rp_client, first["refresh_token"])
     monkeypatch.undo()
     assert failed.status_code == 503, failed.get_data(as_text=True)
     assert failed.get_json()["error"] == "temporarily_unavailable"
@@ -460,7 +454,7 @@ def test_a_refresh_whose_answer_fails_leaves_the_presented_token_usable(
         raise OperationalError("SELECT ...", {}, ConnectionError("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(id_token_module, "issue_id_token", database_gone)
-    failed = refresh(client, rp_client, first["refresh_token"])
+    failed = refresh_grant(client, rp_client, first["refresh_token"])
     monkeypatch.undo()
     assert failed.status_code == 503, failed.get_data(as_text=True)
     assert "refresh_token" not in failed.get_json()
@@ -495,8 +489,8 @@ def test_connections_go_back_to_the_pool_out_of_autocommit(app, client, issuer, 
     assert active(client, rp_client, first["access_token"]) is True
     assert userinfo(client, first["access_token"]).status_code == 200
     second = refreshed(client, rp_client, first["refresh_token"])
-    assert_refused(refresh(client, rp_client, first["refresh_token"]))  # a replay: revokes the family
-    assert_refused(refresh(client, rp_client, second["refresh_token"]))
+    assert_refused(refresh_grant(client, rp_client, first["refresh_token"]))  # a replay: revokes the family
+    assert_refused(refresh_grant(client, rp_client, second["refresh_token"]))
     assert active(client, rp_client, second["refresh_token"]) is False
     states = pooled_connections_in_autocommit(app)
     assert states and not any(states), states

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from .helpers import Browser, ClientInfo, create_test_client, create_test_user, exchange_code, get_code
-
-
-def sign_in(browser: Browser, rp: ClientInfo, user, scope: str = "openid profile") -> dict[str, Any]:
-    code, verifier, _ = get_code(browser, rp, user, scope=scope)
-    response = exchange_code(browser.client, rp, code, verifier)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
+from .helpers import (
+    Browser,
+    ClientInfo,
+    code_flow_tokens,
+    create_test_client,
+    create_test_user,
+    refresh_grant,
+)
 
 
 def auth_args(rp: ClientInfo, data: dict[str, str]) -> dict[str, Any]:
@@ -29,16 +29,12 @@ def revoke(client, rp: ClientInfo, token: str, hint: str | None = None):
     return client.post("/token/revoke", **auth_args(rp, data))
 
 
-def refresh(client, rp: ClientInfo, refresh_token: str):
-    return client.post("/token", **auth_args(rp, {"grant_type": "refresh_token", "refresh_token": refresh_token}))
-
-
 def userinfo_status(client, access_token: str) -> int:
     return client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"}).status_code
 
 
 def assert_refresh_refused(client, rp: ClientInfo, refresh_token: str) -> None:
-    response = refresh(client, rp, refresh_token)
+    response = refresh_grant(client, rp, refresh_token)
     assert response.status_code == 400, response.get_json()
     assert response.get_json()["error"] == "invalid_grant"
     assert "access_token" not in response.get_json()
@@ -50,8 +46,8 @@ def browser(client, issuer) -> Browser:
 
 
 def test_revoking_refresh_token_revokes_the_grant(app, client, browser, user, rp_client):
-    first = sign_in(browser, rp_client, user)
-    second = refresh(client, rp_client, first["refresh_token"]).get_json()
+    first = code_flow_tokens(browser, rp_client, user)
+    second = refresh_grant(client, rp_client, first["refresh_token"]).get_json()
     assert userinfo_status(client, second["access_token"]) == 200
 
     response = revoke(client, rp_client, second["refresh_token"], hint="refresh_token")
@@ -63,14 +59,14 @@ def test_revoking_refresh_token_revokes_the_grant(app, client, browser, user, rp
 
 
 def test_revoking_access_token_keeps_refresh_token(app, client, browser, user, rp_client):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     assert userinfo_status(client, tokens["access_token"]) == 200
 
     response = revoke(client, rp_client, tokens["access_token"], hint="access_token")
     assert response.status_code == 200
     assert userinfo_status(client, tokens["access_token"]) == 401
 
-    refreshed = refresh(client, rp_client, tokens["refresh_token"])
+    refreshed = refresh_grant(client, rp_client, tokens["refresh_token"])
     assert refreshed.status_code == 200, refreshed.get_json()
     new_access = refreshed.get_json()["access_token"]
     assert new_access != tokens["access_token"]
@@ -80,14 +76,14 @@ def test_revoking_access_token_keeps_refresh_token(app, client, browser, user, r
 
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])
 def test_refresh_token_revoked_whatever_the_hint(app, client, browser, user, rp_client, hint):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     assert revoke(client, rp_client, tokens["refresh_token"], hint=hint).status_code == 200
     assert_refresh_refused(client, rp_client, tokens["refresh_token"])
 
 
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])
 def test_access_token_revoked_whatever_the_hint(app, client, browser, user, rp_client, hint):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     assert revoke(client, rp_client, tokens["access_token"], hint=hint).status_code == 200
     assert userinfo_status(client, tokens["access_token"]) == 401
 
@@ -99,14 +95,14 @@ def test_unknown_token_is_200(app, client, rp_client, hint):
 
 
 def test_revoking_twice_is_200(app, client, browser, user, rp_client):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     assert revoke(client, rp_client, tokens["refresh_token"]).status_code == 200
     assert revoke(client, rp_client, tokens["refresh_token"]).status_code == 200
 
 
 @pytest.mark.parametrize("which", ["refresh_token", "access_token"])
 def test_client_cannot_revoke_another_clients_token(app, client, browser, user, rp_client, which):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     intruder = create_test_client(app, name="Intruder", redirect_uris=["https://intruder.example/cb"])
 
     response = revoke(client, intruder, tokens[which], hint=which)
@@ -114,13 +110,13 @@ def test_client_cannot_revoke_another_clients_token(app, client, browser, user, 
     assert response.get_json().get("error")
     # The owner's tokens keep working.
     assert userinfo_status(client, tokens["access_token"]) == 200
-    refreshed = refresh(client, rp_client, tokens["refresh_token"])
+    refreshed = refresh_grant(client, rp_client, tokens["refresh_token"])
     assert refreshed.status_code == 200, refreshed.get_json()
 
 
 @pytest.mark.parametrize("credentials", ["wrong_secret", "unknown_client", "no_credentials"])
 def test_bad_client_authentication_is_invalid_client(app, client, browser, user, rp_client, credentials):
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     kwargs: dict[str, Any] = {"data": {"token": tokens["refresh_token"]}}
     if credentials == "wrong_secret":
         kwargs["auth"] = (rp_client.client_id, rp_client.client_secret + "x")
@@ -133,7 +129,7 @@ def test_bad_client_authentication_is_invalid_client(app, client, browser, user,
         assert response.status_code == 401
     assert response.get_json()["error"] == "invalid_client"
     # Nothing was revoked.
-    assert refresh(client, rp_client, tokens["refresh_token"]).status_code == 200
+    assert refresh_grant(client, rp_client, tokens["refresh_token"]).status_code == 200
 
 
 def test_missing_token_parameter_is_invalid_request(app, client, rp_client):
@@ -148,7 +144,7 @@ def test_missing_token_parameter_is_invalid_request(app, client, rp_client):
 def test_public_client_revokes_its_own_token_with_client_id(app, client, browser, user, which):
     public = create_test_client(app, name="Mobile App", token_endpoint_auth_method="none")
     assert public.client_secret is None
-    tokens = sign_in(browser, public, user)
+    tokens = code_flow_tokens(browser, public, user)
     response = client.post("/token/revoke", data={"token": tokens[which], "client_id": public.client_id})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert userinfo_status(client, tokens["access_token"]) == 401
@@ -179,7 +175,7 @@ def test_a_revoked_access_token_stays_revoked_when_the_store_loses_everything(ap
     portal = create_test_client(first)
     machine = create_test_client(first, grant_types=["client_credentials"], redirect_uris=[], scope="openid api:read")
     one = first.test_client()
-    tokens = sign_in(Browser(one, server.issuer), portal, user)
+    tokens = code_flow_tokens(Browser(one, server.issuer), portal, user)
     machine_token = one.post(
         "/token", data={"grant_type": "client_credentials"}, auth=(machine.client_id, machine.client_secret)
     ).get_json()["access_token"]
@@ -198,7 +194,7 @@ def test_a_revoked_access_token_stays_revoked_when_the_store_loses_everything(ap
         assert refused.status_code == 401
         assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     # The refresh token was not revoked: the relying party keeps its session, with a new access token that works.
-    renewed = refresh(restarted.test_client(), portal, tokens["refresh_token"])
+    renewed = refresh_grant(restarted.test_client(), portal, tokens["refresh_token"])
     assert renewed.status_code == 200, renewed.get_json()
     assert userinfo_status(restarted.test_client(), renewed.get_json()["access_token"]) == 200
 
@@ -219,16 +215,16 @@ def test_revocations_are_kept_until_the_token_expires_and_then_pruned(app, clien
             finally:
                 db.session.remove()
 
-    tokens = sign_in(browser, rp_client, user)
+    tokens = code_flow_tokens(browser, rp_client, user)
     assert revoke(client, rp_client, tokens["access_token"]).status_code == 200
     assert revoke(client, rp_client, tokens["access_token"]).status_code == 200  # twice: one row, no error
     assert kept() == 1
     clock.advance(app.extensions["idp"].config.tokens.access_token_ttl - 5)
-    newer = refresh(client, rp_client, tokens["refresh_token"]).get_json()
+    newer = refresh_grant(client, rp_client, tokens["refresh_token"]).get_json()
     assert revoke(client, rp_client, newer["access_token"]).status_code == 200
     assert kept() == 2  # the first token has 5 s left: still kept
     clock.advance(10)
-    newest = refresh(client, rp_client, newer["refresh_token"]).get_json()
+    newest = refresh_grant(client, rp_client, newer["refresh_token"]).get_json()
     assert revoke(client, rp_client, newest["access_token"]).status_code == 200
     assert kept() == 2  # the first is gone; the second and the third are kept
     assert userinfo_status(client, newer["access_token"]) == 401
