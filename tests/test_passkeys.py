@@ -24,7 +24,6 @@ from flask import Flask
 
 from idp import clock
 from idp.store.audit import recent_events
-from tests.conftest import free_port
 from tests.helpers import (
     Browser,
     UserInfo,
@@ -42,7 +41,7 @@ from tests.helpers import (
     query_of,
     sms_outbox,
 )
-from tests.webauthn_authenticator import SoftAuthenticator
+from tests.webauthn_authenticator import SoftAuthenticator, provider_at_localhost
 
 LOA1 = "urn:hoviyat:loa:1"
 LOA2 = "urn:hoviyat:loa:2"
@@ -51,12 +50,7 @@ LOA3 = "urn:hoviyat:loa:3"
 
 @pytest.fixture
 def app(app_with: Any) -> Flask:
-    """The provider at a host name: browsers refuse an IP address as a passkey's relying-party ID."""
-    port = free_port()
-    # Codes may be asked again after a second (the tests of recovery ask for several in a row).
-    return app_with(
-        server={"issuer": f"http://localhost:{port}", "port": port}, otp={"resend_interval": 1, "per_mobile": "50/hour"}
-    )
+    return provider_at_localhost(app_with)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.conftest import free_port
+
 USER_PRESENT = 0x01
 USER_VERIFIED = 0x04
 BACKUP_ELIGIBLE = 0x08
@@ -134,3 +136,12 @@ class SoftAuthenticator:
                 },
             }
         )
+
+
+def provider_at_localhost(app_with: Any) -> Any:
+    """The provider at a host name (browsers refuse an IP address as a passkey's relying-party ID), a new code
+    allowed a second after the last (recovery and step-up tests ask for several in a row)."""
+    port = free_port()
+    return app_with(
+        server={"issuer": f"http://localhost:{port}", "port": port}, otp={"resend_interval": 1, "per_mobile": "50/hour"}
+    )

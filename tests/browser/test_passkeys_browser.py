@@ -27,7 +27,7 @@ from tests.browser.test_browser_flows import Phone, authorize_url, fill_all, red
 from tests.conftest import free_port
 from tests.helpers import UserInfo, create_test_user, last_sms_code, sms_outbox
 from tests.test_translations import CATALOGUE
-from tests.webauthn_authenticator import b64url, from_b64url
+from tests.webauthn_authenticator import b64url, from_b64url, provider_at_localhost
 
 pytestmark = pytest.mark.browser
 
@@ -37,11 +37,7 @@ LOA3 = "urn:hoviyat:loa:3"
 
 @pytest.fixture
 def app(app_with: Any) -> Flask:
-    """The provider at a host name (``localhost``); a new code may be asked for a second after the last."""
-    port = free_port()
-    return app_with(
-        server={"issuer": f"http://localhost:{port}", "port": port}, otp={"resend_interval": 1, "per_mobile": "50/hour"}
-    )
+    return provider_at_localhost(app_with)
 
 
 @pytest.fixture
