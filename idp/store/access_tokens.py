@@ -17,7 +17,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import joinedload
 from sqlalchemy.sql.dml import Insert
 
@@ -29,6 +28,7 @@ from . import read_outside_a_transaction
 from .announcements import announce_at_commit
 from .grants import grant_memory_key, is_grant_active
 from .models import Grant, RevokedAccessToken
+from .write_groups import DIALECT_INSERTS
 
 #: How long a worker may remember an access token not revoked, or its grant active, instead of reading again.
 #: Announcements make every worker forget at once; this bounds the time a worker whose subscription died unnoticed
@@ -130,5 +130,5 @@ def revoke_access_token(jti: str, expires_at: int) -> None:
 
 def _insert_unless_present() -> Insert:
     """An insert of a revocation that does nothing if the token was revoked already (two concurrent revocations)."""
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_revoked).on_conflict_do_nothing(index_elements=[_revoked.c.jti_hash])
+    insert = DIALECT_INSERTS[db.engine.dialect.name](_revoked)
+    return insert.on_conflict_do_nothing(index_elements=[_revoked.c.jti_hash])
