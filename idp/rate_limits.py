@@ -157,10 +157,10 @@ def charge_all(checks: Iterable[tuple[str, str, str]]) -> None:
     :class:`RateLimited` naming the first one used up."""
     checks = list(checks)
     counters = rate_limits()
-    used_up = next((rate for rate, scope, key in checks if not counters.allows(rate, scope, key)), None)
-    if used_up is None and counters.hit_all(checks):
+    if counters.hit_all(checks):
         return
-    raise RateLimited(used_up or checks[0][0])
+    used_up = next((rate for rate, scope, key in checks if not counters.allows(rate, scope, key)), checks[0][0])
+    raise RateLimited(used_up)
 
 
 def limited(rate: Rate, scope: str, methods: Iterable[str] = ("POST",)) -> Callable[[Any], Any]:
